@@ -1,0 +1,517 @@
+/* conf.c -- the option table and its parsers (file, command line, --help).
+ *
+ * Adding an option means one field in struct conf and one row in `options` below; the file
+ * parser, the command-line parser, --help, `wshub -T` and the documented example config
+ * (conf/wshub.conf, checked by a test against this table) all follow from the row.
+ */
+#include "conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "log.h"
+
+enum opt_type { OPT_STR, OPT_INT, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_MODE };
+
+struct option_def {
+    const char *name;
+    enum opt_type type;
+    size_t offset;
+    size_t size;       /* OPT_STR: buffer size */
+    int64_t min, max;  /* numeric range (in base units) */
+    const char *dflt;  /* default, in file syntax */
+    const char *help;
+};
+
+#define F(field) offsetof(struct conf, field), sizeof(((struct conf *)0)->field)
+#define KB       1024LL
+#define MB       (1024LL * KB)
+#define GB       (1024LL * MB)
+#define HOUR_MS  3600000LL
+
+static const struct option_def options[] = {
+    {"instance", OPT_STR, F(instance), 0, 0, "default",
+     "instance name; names the shared-memory segment /wshub-<instance>"},
+    {"listen", OPT_STR, F(listen), 0, 0, "127.0.0.1:9001",
+     "address and port WebSocket clients connect to (host:port, [v6]:port)"},
+    {"backlog", OPT_INT, F(backlog), 1, 65535, "4096", "listen(2) backlog of the client socket"},
+    {"workers", OPT_INT, F(workers), 0, CONF_MAX_WORKERS, "0",
+     "worker processes; 0 = one per CPU core"},
+    {"worker_binary", OPT_STR, F(worker_binary), 0, 0, "",
+     "path of wshub-worker; empty = beside the wshub binary"},
+    {"ws_path", OPT_STR, F(ws_path), 0, 0, "/ws", "URL path of the WebSocket endpoint"},
+    {"max_connections", OPT_INT, F(max_connections), 1, 10000000, "100000",
+     "connection table rows, shared by all workers"},
+    {"worker_connections", OPT_INT, F(worker_connections), 0, 10000000, "0",
+     "connections per worker; 0 = derived from the open-files limit"},
+    {"max_message", OPT_SIZE32, F(max_message), 1, 256 * MB, "1m",
+     "largest broadcast payload accepted"},
+    {"ring_size", OPT_SIZE64, F(ring_size), 64 * KB, 64 * GB, "64m",
+     "bytes of the shared broadcast ring (a power of two, at least 4 x max_message)"},
+    {"worker_buffer", OPT_SIZE64, F(worker_buffer), 64 * KB, 16 * GB, "16m",
+     "per-worker buffer of framed messages (power of two); a client further behind is dropped"},
+    {"client_max_message", OPT_SIZE32, F(client_max_message), 16, 64 * MB, "64k",
+     "largest message a client may send (larger: close 1009)"},
+    {"ping_interval", OPT_MS, F(ping_interval_ms), 1000, 24 * HOUR_MS, "30s",
+     "ping a client that has been silent this long"},
+    {"idle_timeout", OPT_MS, F(idle_timeout_ms), 2000, 48 * HOUR_MS, "75s",
+     "close a client silent this long (it did not answer pings)"},
+    {"shutdown_timeout", OPT_MS, F(shutdown_timeout_ms), 100, HOUR_MS, "10s",
+     "on stop, how long workers may drain before they are killed"},
+    {"respawn_delay_max", OPT_MS, F(respawn_delay_max_ms), 100, HOUR_MS, "30s",
+     "longest wait before respawning a worker that keeps crashing"},
+    {"run_dir", OPT_STR, F(run_dir), 0, 0, "/run/wshub", "directory for sockets and the pid file"},
+    {"admin_socket", OPT_STR, F(admin_socket), 0, 0, "",
+     "FastCGI socket of wshub-admin; empty = <run_dir>/admin.sock"},
+    {"admin_socket_mode", OPT_MODE, F(admin_socket_mode), 0, 0777, "0660",
+     "permission bits of the admin socket"},
+    {"admin_socket_group", OPT_STR, F(admin_socket_group), 0, 0, "",
+     "group of the admin socket (the web server's), empty = unchanged"},
+    {"admin_threads", OPT_INT, F(admin_threads), 0, 256, "4",
+     "request threads in the admin FastCGI process; 0 = do not start wshub-admin"},
+    {"admin_binary", OPT_STR, F(admin_binary), 0, 0, "",
+     "path of wshub-admin; empty = beside the wshub binary"},
+    {"log_level", OPT_STR, F(log_level), 0, 0, "info", "error, warn, notice, info or debug"},
+    {"log_file", OPT_STR, F(log_file), 0, 0, "", "log file; empty = stderr"},
+    {"pid_file", OPT_STR, F(pid_file), 0, 0, "", "write the hub's pid here; empty = none"},
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static const struct option_def *option_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const char *o = options[i].name;
+        if (strlen(o) != len)
+            continue;
+        size_t k = 0;
+        while (k < len && (o[k] == name[k] || (o[k] == '_' && name[k] == '-')))
+            k++;
+        if (k == len)
+            return &options[i];
+    }
+    return NULL;
+}
+
+/* Parses an unsigned number with an optional unit suffix; `units` maps suffixes to
+ * multipliers. Returns 0 or -1. */
+struct unit {
+    const char *suffix;
+    int64_t mult;
+};
+
+static int parse_scaled(const char *s, const struct unit *units, int64_t *out)
+{
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0)
+        return -1;
+    for (const struct unit *u = units; u->suffix; u++) {
+        if (strcmp(end, u->suffix) == 0) {
+            if (u->mult != 0 && v > (unsigned long long)INT64_MAX / (unsigned long long)u->mult)
+                return -1;
+            *out = (int64_t)v * u->mult;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const struct unit size_units[] = {
+    {"", 1}, {"k", KB}, {"K", KB}, {"m", MB}, {"M", MB}, {"g", GB}, {"G", GB}, {NULL, 0}};
+static const struct unit ms_units[] = {
+    {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", HOUR_MS}, {NULL, 0}};
+static const struct unit int_units[] = {{"", 1}, {NULL, 0}};
+
+static int parse_value(const struct option_def *o, const char *value, int64_t *out)
+{
+    switch (o->type) {
+    case OPT_INT:
+        return parse_scaled(value, int_units, out);
+    case OPT_SIZE32:
+    case OPT_SIZE64:
+        return parse_scaled(value, size_units, out);
+    case OPT_MS:
+        return parse_scaled(value, ms_units, out);
+    case OPT_MODE: {
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 8);
+        if (errno != 0 || *end != '\0' || end == value)
+            return -1;
+        *out = v;
+        return 0;
+    }
+    case OPT_STR:
+        break;
+    }
+    return -1;
+}
+
+static void store_number(struct conf *c, const struct option_def *o, int64_t v)
+{
+    char *field = (char *)c + o->offset;
+    if (o->size == sizeof(uint64_t))
+        *(uint64_t *)field = (uint64_t)v;
+    else if (o->type == OPT_INT)
+        *(int *)field = (int)v;
+    else
+        *(uint32_t *)field = (uint32_t)v;
+}
+
+static int option_set(struct conf *c, const struct option_def *o, const char *value, char *err,
+                      size_t errlen)
+{
+    if (o->type == OPT_STR) {
+        if (strlen(value) >= o->size) {
+            snprintf(err, errlen, "option '%s': value longer than %zu characters", o->name,
+                     o->size - 1);
+            return -1;
+        }
+        memcpy((char *)c + o->offset, value, strlen(value) + 1);
+        return 0;
+    }
+    int64_t v;
+    if (parse_value(o, value, &v) < 0) {
+        snprintf(err, errlen, "option '%s': invalid value '%s'", o->name, value);
+        return -1;
+    }
+    if (v < o->min || v > o->max) {
+        snprintf(err, errlen, "option '%s': %s is out of range", o->name, value);
+        return -1;
+    }
+    store_number(c, o, v);
+    return 0;
+}
+
+int conf_set(struct conf *c, const char *name, const char *value, char *err, size_t errlen)
+{
+    const struct option_def *o = option_find(name, strlen(name));
+    if (o == NULL) {
+        snprintf(err, errlen, "unknown option '%s'", name);
+        return -1;
+    }
+    return option_set(c, o, value, err, errlen);
+}
+
+void conf_defaults(struct conf *c)
+{
+    char err[256];
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (option_set(c, &options[i], options[i].dflt, err, sizeof(err)) < 0)
+            abort(); /* a broken default is a programming error */
+    }
+}
+
+/* Splits one config line into name and value in place. Returns 0 for a blank or comment line,
+ * 1 for name+value, -1 for a line with a name but no value. */
+static int split_line(char *line, char **name, char **value)
+{
+    char *hash = strchr(line, '#');
+    if (hash)
+        *hash = '\0';
+    char *p = line;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p == '\0')
+        return 0;
+    *name = p;
+    while (*p && !isspace((unsigned char)*p))
+        p++;
+    if (*p == '\0')
+        return -1;
+    *p++ = '\0';
+    while (isspace((unsigned char)*p))
+        p++;
+    char *end = p + strlen(p);
+    while (end > p && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    if (*p == '\0')
+        return -1;
+    if (end - p >= 2 && *p == '"' && end[-1] == '"') {
+        end[-1] = '\0';
+        p++;
+    }
+    *value = p;
+    return 1;
+}
+
+int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[1024], why[256];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *name, *value;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            snprintf(err, errlen, "%s:%d: line too long", path, lineno);
+            rc = -1;
+            break;
+        }
+        int k = split_line(line, &name, &value);
+        if (k < 0) {
+            snprintf(err, errlen, "%s:%d: option '%s' has no value", path, lineno, name);
+            rc = -1;
+        } else if (k > 0 && conf_set(c, name, value, why, sizeof(why)) < 0) {
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, errlen, "%s: read error", path);
+        rc = -1;
+    }
+    fclose(f);
+    if (rc == 0)
+        snprintf(c->file, sizeof(c->file), "%s", path);
+    return rc;
+}
+
+static int is_config_flag(const char *a)
+{
+    return strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0;
+}
+
+/* First pass: finds the config file and collects --option=value overrides. */
+static int collect_args(struct conf *c, int argc, char **argv, conf_own_arg_fn is_own,
+                        const char **file, char *err, size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int own = is_own ? is_own(argc, argv, i) : 0;
+        if (own > 0) {
+            i += own - 1;
+        } else if (is_config_flag(a)) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "%s needs a file name", a);
+                return -1;
+            }
+            *file = argv[++i];
+        } else if (strncmp(a, "--config=", 9) == 0) {
+            *file = a + 9;
+        } else if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
+            if (c->n_overrides >= CONF_MAX_OVERRIDES) {
+                snprintf(err, errlen, "too many command-line options");
+                return -1;
+            }
+            if (strchr(a, '=') == NULL) {
+                /* "--name value": keep both words, joined later */
+                if (i + 1 >= argc) {
+                    snprintf(err, errlen, "%s needs a value", a);
+                    return -1;
+                }
+                c->overrides[c->n_overrides++] = a;
+                if (c->n_overrides >= CONF_MAX_OVERRIDES) {
+                    snprintf(err, errlen, "too many command-line options");
+                    return -1;
+                }
+                c->overrides[c->n_overrides++] = argv[++i];
+            } else {
+                c->overrides[c->n_overrides++] = a;
+            }
+        } else {
+            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int apply_overrides(struct conf *c, char *err, size_t errlen)
+{
+    char why[256];
+    for (int i = 0; i < c->n_overrides; i++) {
+        const char *a = c->overrides[i] + 2;
+        const char *eq = strchr(a, '=');
+        const char *value = eq ? eq + 1 : c->overrides[++i];
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const struct option_def *o = option_find(a, nlen);
+        if (o == NULL) {
+            snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)nlen, a);
+            return -1;
+        }
+        if (option_set(c, o, value, why, sizeof(why)) < 0) {
+            snprintf(err, errlen, "command line: %s", why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int conf_from_args(struct conf *c, int argc, char **argv, conf_own_arg_fn is_own, char *err,
+                   size_t errlen)
+{
+    const char *file = NULL;
+    conf_defaults(c);
+    if (collect_args(c, argc, argv, is_own, &file, err, errlen) < 0)
+        return -1;
+    if (file == NULL && access(CONF_DEFAULT_FILE, R_OK) == 0)
+        file = CONF_DEFAULT_FILE;
+    if (file != NULL && conf_load_file(c, file, err, errlen) < 0)
+        return -1;
+    if (apply_overrides(c, err, errlen) < 0)
+        return -1;
+    return conf_finalize(c, err, errlen);
+}
+
+static int is_power_of_two(uint64_t v)
+{
+    return v != 0 && (v & (v - 1)) == 0;
+}
+
+static uint32_t connections_from_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 19000;
+    /* Keep room for the listening socket, doorbell, log, libev and libraries. */
+    return rl.rlim_cur > 128 ? (uint32_t)(rl.rlim_cur - 64) : 64;
+}
+
+static int check_instance_name(const char *s)
+{
+    if (*s == '\0')
+        return -1;
+    for (; *s; s++) {
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+            return -1;
+    }
+    return 0;
+}
+
+int conf_finalize(struct conf *c, char *err, size_t errlen)
+{
+    char host[128];
+    int port;
+    enum log_level lvl;
+    if (check_instance_name(c->instance) < 0) {
+        snprintf(err, errlen, "option 'instance': use letters, digits, '.', '_' or '-'");
+        return -1;
+    }
+    if (conf_split_hostport(c->listen, host, sizeof(host), &port) < 0) {
+        snprintf(err, errlen, "option 'listen': expected host:port, got '%s'", c->listen);
+        return -1;
+    }
+    if (c->ws_path[0] != '/') {
+        snprintf(err, errlen, "option 'ws_path': must start with '/'");
+        return -1;
+    }
+    if (!is_power_of_two(c->ring_size) || c->ring_size < 4ULL * (c->max_message + 4096)) {
+        snprintf(err, errlen,
+                 "option 'ring_size': must be a power of two and at least 4 x (max_message + 4k)");
+        return -1;
+    }
+    if (!is_power_of_two(c->worker_buffer) || c->worker_buffer < 2ULL * (c->max_message + 4096)) {
+        snprintf(err, errlen, "option 'worker_buffer': must be a power of two and at least "
+                              "2 x (max_message + 4k)");
+        return -1;
+    }
+    if (c->idle_timeout_ms <= c->ping_interval_ms) {
+        snprintf(err, errlen, "option 'idle_timeout': must be longer than ping_interval");
+        return -1;
+    }
+    if (log_level_parse(c->log_level, &lvl) < 0) {
+        snprintf(err, errlen, "option 'log_level': expected error, warn, notice, info or debug");
+        return -1;
+    }
+    if (c->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n < 1 ? 1 : (n > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (int)n);
+    }
+    if (c->worker_connections == 0)
+        c->worker_connections = connections_from_fd_limit();
+    if (c->admin_socket[0] == '\0' &&
+        snprintf(c->admin_socket, sizeof(c->admin_socket), "%s/admin.sock", c->run_dir) >=
+            (int)sizeof(c->admin_socket)) {
+        snprintf(err, errlen, "option 'run_dir': path too long");
+        return -1;
+    }
+    return 0;
+}
+
+void conf_print_options(FILE *out)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_def *o = &options[i];
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s", o->name);
+        for (char *p = flag + 2; *p; p++)
+            if (*p == '_')
+                *p = '-';
+        fprintf(out, "  %-24s %s\n  %-24s (default: %s)\n", flag, o->help, "",
+                o->dflt[0] ? o->dflt : "\"\"");
+    }
+}
+
+void conf_dump(const struct conf *c, FILE *out)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option_def *o = &options[i];
+        const char *field = (const char *)c + o->offset;
+        switch (o->type) {
+        case OPT_STR:
+            fprintf(out, "%-22s \"%s\"\n", o->name, field);
+            break;
+        case OPT_INT:
+            fprintf(out, "%-22s %d\n", o->name, *(const int *)field);
+            break;
+        case OPT_MODE:
+            fprintf(out, "%-22s %04o\n", o->name, *(const unsigned *)field);
+            break;
+        case OPT_MS:
+            fprintf(out, "%-22s %ums\n", o->name, *(const uint32_t *)field);
+            break;
+        case OPT_SIZE32:
+            fprintf(out, "%-22s %u\n", o->name, *(const uint32_t *)field);
+            break;
+        case OPT_SIZE64:
+            fprintf(out, "%-22s %llu\n", o->name, (unsigned long long)*(const uint64_t *)field);
+            break;
+        }
+    }
+}
+
+int conf_split_hostport(const char *hp, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    const char *h = hp;
+    size_t hl;
+    if (hp[0] == '[') {
+        const char *rb = strchr(hp, ']');
+        if (rb == NULL || rb[1] != ':')
+            return -1;
+        h = hp + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(hp, ':');
+        if (colon == NULL)
+            return -1;
+        hl = (size_t)(colon - hp);
+    }
+    if (hl == 0 || hl >= hostlen)
+        return -1;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || end == colon + 1 || p < 1 || p > 65535)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (int)p;
+    return 0;
+}

@@ -1,0 +1,92 @@
+/* conf.h -- wshub's configuration: one table of options shared by every binary.
+ *
+ * Every option has a name, a type, a default and a one-line description in conf.c's table; the
+ * config file (conf/wshub.conf documents each), the command line (--name=value or --name value)
+ * and --help are all driven by that table, so they cannot disagree. Precedence: built-in
+ * defaults, then the file, then the command line.
+ *
+ * File syntax, one option per line:   name value   # comment
+ * Sizes take k/m/g suffixes (1024-based), durations ms/s/m/h (default seconds), modes are octal.
+ * Errors name the file, line and option: "wshub.conf:12: unknown option 'wokers'".
+ */
+#ifndef WSHUB_CONF_H
+#define WSHUB_CONF_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONF_DEFAULT_FILE    "/etc/wshub/wshub.conf"
+#define CONF_MAX_OVERRIDES   64
+#define CONF_MAX_WORKERS     32 /* per generation; a rolling restart runs two */
+#define CONF_PATH_MAX        256
+
+struct conf {
+    /* instance and processes */
+    char instance[32];          /* names the shared-memory segment and doorbells */
+    char listen[128];           /* host:port for WebSocket clients */
+    int backlog;                /* listen(2) backlog */
+    int workers;                /* worker processes; 0 = one per CPU core */
+    char worker_binary[CONF_PATH_MAX]; /* "" = wshub-worker beside the wshub binary */
+    /* WebSocket service */
+    char ws_path[64];           /* URL path clients connect to */
+    uint32_t max_connections;   /* rows in the connection table (all workers) */
+    uint32_t worker_connections; /* per worker; 0 = derived from RLIMIT_NOFILE */
+    uint32_t max_message;       /* largest broadcast payload, bytes */
+    uint64_t ring_size;         /* broadcast ring bytes (power of two) */
+    uint64_t worker_buffer;     /* per-worker outgoing frame buffer, bytes (power of two) */
+    uint32_t client_max_message; /* largest message a client may send, bytes */
+    uint32_t ping_interval_ms;  /* ping a connection silent for this long */
+    uint32_t idle_timeout_ms;   /* close a connection silent for this long */
+    uint32_t shutdown_timeout_ms; /* drain deadline on stop before workers are killed */
+    uint32_t respawn_delay_max_ms; /* cap of the crash-loop backoff */
+    /* admin FastCGI */
+    char run_dir[CONF_PATH_MAX];  /* sockets and pid file */
+    char admin_socket[CONF_PATH_MAX]; /* "" = <run_dir>/admin.sock */
+    unsigned admin_socket_mode;   /* permission bits of the admin socket */
+    char admin_socket_group[32];  /* group owning the admin socket, "" = unchanged */
+    int admin_threads;            /* request threads in the admin FastCGI process; 0 = none */
+    char admin_binary[CONF_PATH_MAX]; /* "" = wshub-admin beside the wshub binary */
+    /* logging */
+    char log_level[16];           /* error, warn, notice, info, debug */
+    char log_file[CONF_PATH_MAX]; /* "" = stderr */
+    char pid_file[CONF_PATH_MAX]; /* "" = none */
+
+    /* Not options: where values came from, for forwarding to child processes. */
+    char file[CONF_PATH_MAX];     /* config file read, "" if none */
+    int n_overrides;
+    const char *overrides[CONF_MAX_OVERRIDES]; /* "--name=value" strings, in order */
+};
+
+/* Fills every option with its default. */
+void conf_defaults(struct conf *c);
+
+/* Reads a config file over the current values. Returns 0, or -1 with "file:line: reason" in err. */
+int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen);
+
+/* Sets one option by name ('-' and '_' are interchangeable). Returns 0, or -1 with a reason. */
+int conf_set(struct conf *c, const char *name, const char *value, char *err, size_t errlen);
+
+/* Command line. Recognises -c FILE / --config=FILE / --config FILE and --<option>=VALUE /
+ * --<option> VALUE. Arguments for which `is_own(arg)` returns true are left for the caller (it
+ * returns how many argv entries the caller's flag consumes: 1 or 2). Loads the file (the one
+ * given, else CONF_DEFAULT_FILE if it exists), applies the overrides in order, then finalises.
+ * Returns 0, or -1 with a reason in err. */
+typedef int (*conf_own_arg_fn)(int argc, char **argv, int i);
+int conf_from_args(struct conf *c, int argc, char **argv, conf_own_arg_fn is_own, char *err,
+                   size_t errlen);
+
+/* Derives the defaults that depend on others or on the machine, and checks cross-option rules
+ * (ring_size a power of two and at least 4 x max_message, ...). Returns 0 or -1 with a reason. */
+int conf_finalize(struct conf *c, char *err, size_t errlen);
+
+/* Prints every option with its default and description, as --help does. */
+void conf_print_options(FILE *out);
+
+/* Prints the effective configuration in file syntax (for `wshub -T`). */
+void conf_dump(const struct conf *c, FILE *out);
+
+/* Splits "host:port" / "[v6]:port". Returns 0 or -1. */
+int conf_split_hostport(const char *hp, char *host, size_t hostlen, int *port);
+
+#endif /* WSHUB_CONF_H */

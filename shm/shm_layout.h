@@ -1,0 +1,258 @@
+/* shm_layout.h -- the one definition of wshub's shared-memory segment.
+ *
+ * The hub creates one POSIX shared-memory segment per instance ("/wshub-<instance>"); workers and
+ * admin-cgi processes map it. Several separately built processes must agree on every byte here, so
+ * this is the only file that defines shared structures, and any change to it bumps
+ * SHM_LAYOUT_VERSION. The attach code (shm.c) refuses a segment whose magic, version or sizes
+ * differ.
+ *
+ * Rules for everything below: fixed-width types only, no pointers (each process maps the segment
+ * at its own address; regions are found by offsets), no bool, every field commented with who
+ * writes it. Counters are _Atomic and updated with relaxed order; they are statistics, not
+ * synchronisation.
+ *
+ *   +--------------------+ 0
+ *   | shm_header         |  magic, version, sizes, offsets, hub state, global stats, ring control
+ *   +--------------------+ off_workers
+ *   | shm_worker[64]     |  one per worker slot: pid, generation, doorbell, per-worker stats
+ *   +--------------------+ off_conn_free
+ *   | uint32_t free[cap] |  stack of free connection-slot indexes (under conntab lock)
+ *   +--------------------+ off_conns
+ *   | shm_conn[cap]      |  connection table, one row per connection
+ *   +--------------------+ off_ring
+ *   | ring bytes         |  broadcast ring data, ring_capacity bytes (a power of two)
+ *   +--------------------+ total_size
+ */
+#ifndef WSHUB_SHM_LAYOUT_H
+#define WSHUB_SHM_LAYOUT_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHM_MAGIC          0x315542485357ULL /* "WSHUB1" little-endian */
+#define SHM_LAYOUT_VERSION 1
+#define SHM_MAX_WORKERS    64 /* slots, not processes: a rolling restart uses old + new */
+#define SHM_CACHE_LINE     64
+#define SHM_REGION_ALIGN   4096
+
+/* ---- Stats vocabularies. Append only: the index is part of the layout. ---- */
+
+/* Why a connection ended. The names in stats.c are the metric label values. */
+enum shm_close_reason {
+    SHM_CLOSE_NORMAL = 0,    /* client sent close 1000 or 1001 */
+    SHM_CLOSE_SHUTDOWN,      /* we sent 1001 because the server is stopping */
+    SHM_CLOSE_RESTART,       /* we sent 1012, rolling restart */
+    SHM_CLOSE_PROTOCOL,      /* protocol error, 1002 / 1007 */
+    SHM_CLOSE_TOO_BIG,       /* client message over the limit, 1009 */
+    SHM_CLOSE_POLICY,        /* 1008, rate limit or admin kick */
+    SHM_CLOSE_SLOW_CONSUMER, /* cursor fell out of the buffer: 1013 */
+    SHM_CLOSE_IDLE_TIMEOUT,  /* no pong / traffic within the timeout */
+    SHM_CLOSE_PEER_GONE,     /* TCP reset or EOF without a close frame (1006) */
+    SHM_CLOSE_WORKER_DIED,   /* reclaimed by the hub after its worker died */
+    SHM_CLOSE_REASON_COUNT
+};
+
+/* Why a handshake was refused before the upgrade. */
+enum shm_reject_reason {
+    SHM_REJECT_BAD_PATH = 0, /* not the configured ws path: 404 */
+    SHM_REJECT_BAD_REQUEST,  /* malformed upgrade request: 400 */
+    SHM_REJECT_TABLE_FULL,   /* connection table has no free slot: 503 */
+    SHM_REJECT_WORKER_FULL,  /* this worker is at its connection cap: 503 */
+    SHM_REJECT_ORIGIN,       /* origin not allowed: 403 */
+    SHM_REJECT_AUTH,         /* missing or invalid token: 401 */
+    SHM_REJECT_LIMIT,        /* per-IP / per-user limit: 429 */
+    SHM_REJECT_DRAINING,     /* worker is shutting down */
+    SHM_REJECT_REASON_COUNT
+};
+
+#define SHM_LATENCY_BUCKETS 32 /* bucket i counts latencies in [2^i, 2^(i+1)) microseconds */
+
+/* ---- Per worker slot ---- */
+
+enum shm_worker_state {
+    SHM_WORKER_EMPTY = 0, /* slot never used */
+    SHM_WORKER_STARTING,  /* forked, not yet serving */
+    SHM_WORKER_RUNNING,   /* accepting and delivering */
+    SHM_WORKER_DRAINING,  /* stopped accepting, closing its clients */
+    SHM_WORKER_EXITED     /* reaped by the hub */
+};
+
+/* Counters written only by the worker that owns the slot (hub resets nothing but the gauge
+ * "connections" when it reclaims a dead worker's rows), so totals survive respawns and stay
+ * monotonic for Prometheus. */
+struct shm_worker_stats {
+    _Atomic int64_t connections;      /* gauge: open connections now */
+    _Atomic uint64_t accepted;        /* upgrades completed */
+    _Atomic uint64_t messages_out;    /* messages delivered (one per connection per broadcast) */
+    _Atomic uint64_t bytes_out;       /* payload bytes delivered */
+    _Atomic uint64_t writes;          /* write calls issued (several frames may share one) */
+    _Atomic uint64_t messages_in;     /* data messages received from clients */
+    _Atomic uint64_t bytes_in;        /* payload bytes received from clients */
+    _Atomic uint64_t ring_entries;    /* ring entries this worker consumed */
+    _Atomic uint64_t ring_overruns;   /* times this worker itself was lapped by the ring */
+    _Atomic uint64_t slow_consumers;  /* connections dropped for falling behind */
+    _Atomic uint64_t last_seq;        /* newest ring sequence this worker has framed */
+    _Atomic uint64_t closed[SHM_CLOSE_REASON_COUNT];
+    _Atomic uint64_t rejected[SHM_REJECT_REASON_COUNT];
+    _Atomic uint64_t latency_us[SHM_LATENCY_BUCKETS]; /* ring append -> write, per delivery */
+};
+
+struct shm_worker {
+    alignas(SHM_CACHE_LINE) _Atomic int32_t pid; /* hub writes at fork, 0 when reaped */
+    _Atomic uint32_t state;              /* enum shm_worker_state; hub and worker write */
+    _Atomic uint32_t doorbell_armed;     /* worker sets 1 before sleeping; producers swap to 0 */
+    uint32_t generation;                 /* hub writes at fork */
+    _Atomic uint64_t started_at_ms;      /* hub writes at fork (CLOCK_REALTIME ms) */
+    _Atomic uint64_t ready_at_ms;        /* worker writes when it starts serving */
+    _Atomic uint32_t restarts;           /* hub: times this slot was respawned after a crash */
+    _Atomic int32_t last_exit_status;    /* hub: raw waitpid status of the previous process */
+    _Atomic uint64_t last_exit_at_ms;    /* hub */
+    alignas(SHM_CACHE_LINE) struct shm_worker_stats stats; /* worker writes */
+};
+
+/* ---- Connection table row ---- */
+
+enum shm_conn_state {
+    SHM_CONN_FREE = 0, /* on the free stack */
+    SHM_CONN_OPEN,     /* owned by a live connection */
+    SHM_CONN_CLOSING   /* close frame sent or received, slot freed soon */
+};
+
+/* Identity fields (worker .. channel) are written by the owning worker only while conn_id is 0,
+ * then conn_id is stored with release order. conn_id is never reused, so it doubles as a seqlock:
+ * a reader loads conn_id (acquire), copies the row, fences, and keeps the copy only if conn_id is
+ * unchanged and non-zero. */
+struct shm_conn {
+    alignas(SHM_CACHE_LINE) _Atomic uint64_t conn_id; /* 0 = free */
+    _Atomic uint64_t last_seen_ms;  /* owner: last frame received (CLOCK_REALTIME ms) */
+    uint64_t connected_at_ms;       /* owner, at claim */
+    _Atomic uint64_t messages_out;  /* owner */
+    _Atomic uint64_t bytes_out;     /* owner */
+    _Atomic uint64_t messages_in;   /* owner */
+    _Atomic uint64_t bytes_in;      /* owner */
+    uint32_t worker_generation;     /* generation of the owning worker process */
+    uint16_t worker;                /* owning worker slot index */
+    _Atomic uint8_t state;          /* enum shm_conn_state */
+    uint8_t addr_family;            /* AF_INET or AF_INET6 (AF_UNSPEC when unknown) */
+    uint16_t remote_port;           /* host byte order */
+    uint16_t reserved0;
+    uint8_t remote_addr[16];        /* network byte order; IPv4 in the first 4 bytes */
+    uint32_t reserved1;
+    char user[48];                  /* authenticated user id, NUL-terminated, "" if none */
+    char channel[56];               /* subscribed channel, NUL-terminated, "" = all */
+};
+
+/* ---- Broadcast ring ---- */
+
+/* A record in the ring. Records start on RING_ALIGN boundaries and never straddle the end of the
+ * buffer: a writer that would straddle writes a PAD record to the end and starts again at 0.
+ * Layout: header, channel bytes, payload bytes, padding to RING_ALIGN. */
+#define RING_ALIGN           32
+#define RING_REC_MSG         1 /* a broadcast */
+#define RING_REC_PAD         2 /* filler: skip `size` bytes */
+#define RING_F_BINARY        0x0001 /* payload is binary (else UTF-8 text) */
+#define RING_MAX_CHANNEL_LEN 55 /* fits shm_conn.channel with its NUL */
+
+struct ring_record {
+    uint32_t size;         /* whole record incl. header, multiple of RING_ALIGN */
+    uint16_t type;         /* RING_REC_MSG or RING_REC_PAD */
+    uint16_t flags;        /* RING_F_* */
+    uint64_t seq;          /* sequence number, 0 for PAD */
+    uint64_t published_ns; /* CLOCK_MONOTONIC at append (system-wide clock) */
+    uint32_t payload_len;  /* bytes of payload */
+    uint8_t channel_len;   /* bytes of channel name before the payload, 0 = all */
+    uint8_t reserved[3];
+};
+
+/* Positions are byte counts since the ring was created: they only grow and are reduced modulo
+ * capacity to index the buffer. The single writer at any moment holds `lock`.
+ *
+ *   head_pos          tail          tail_intent
+ *      |  readable ... |  (being written) |
+ *
+ * A writer first advances tail_intent over the bytes it is about to overwrite, then writes, then
+ * publishes tail. A reader at position p copies a record and afterwards checks
+ * tail_intent <= p + capacity; if not, the bytes may have been overwritten while it copied and the
+ * reader has been lapped (overrun). A producer killed while holding the lock is detected through
+ * EOWNERDEAD by the next producer, which pads over [tail, tail_intent) and publishes: readers
+ * never see the half-written record, and positions stay monotonic. */
+struct shm_ring_ctl {
+    alignas(SHM_CACHE_LINE) pthread_mutex_t lock; /* robust, process-shared; producers only */
+    uint64_t capacity;    /* bytes, power of two; set at creation */
+    uint32_t max_payload; /* largest payload accepted; set at creation */
+    uint32_t reserved;
+    alignas(SHM_CACHE_LINE) _Atomic uint64_t tail_intent; /* writer: end of bytes being written */
+    _Atomic uint64_t tail;            /* writer: end of the last published record */
+    _Atomic uint64_t next_seq;        /* writer: sequence the next record gets (first is 1) */
+    _Atomic uint64_t head_pos;        /* writer: position of the oldest intact record */
+    _Atomic uint64_t head_seq;        /* writer: its sequence (next_seq when the ring is empty) */
+    _Atomic uint64_t lock_recoveries; /* writer: EOWNERDEAD repairs */
+    _Atomic uint64_t published;       /* writer: records published */
+    _Atomic uint64_t published_bytes; /* writer: payload bytes published */
+};
+
+/* ---- Connection table control ---- */
+
+struct shm_conntab_ctl {
+    alignas(SHM_CACHE_LINE) pthread_mutex_t lock; /* robust, process-shared; guards free stack */
+    uint32_t capacity;                /* rows; set at creation */
+    uint32_t free_top;                /* entries on the free stack (under lock) */
+    alignas(SHM_CACHE_LINE) _Atomic uint64_t next_conn_id; /* next id to hand out */
+    _Atomic uint32_t in_use;          /* rows currently claimed */
+    _Atomic uint32_t reserved;
+    _Atomic uint64_t lock_recoveries; /* EOWNERDEAD repairs (free stack rebuilt) */
+    _Atomic uint64_t reclaimed;       /* rows freed by the hub after their worker died */
+};
+
+/* ---- Header ---- */
+
+enum shm_hub_state {
+    SHM_HUB_STARTING = 0, /* segment being initialised */
+    SHM_HUB_RUNNING,      /* accepting broadcasts */
+    SHM_HUB_STOPPING      /* shutting down: producers must refuse (503) */
+};
+
+struct shm_header {
+    alignas(SHM_CACHE_LINE) uint64_t magic; /* SHM_MAGIC */
+    uint32_t version;             /* SHM_LAYOUT_VERSION */
+    uint32_t header_size;         /* sizeof(struct shm_header) */
+    uint64_t total_size;          /* bytes mapped */
+    uint64_t epoch;               /* random, new each time the segment is created */
+    uint64_t created_at_ms;       /* CLOCK_REALTIME ms */
+    uint32_t max_workers;         /* SHM_MAX_WORKERS */
+    uint32_t conn_capacity;       /* rows in the connection table */
+    uint32_t worker_size;         /* sizeof(struct shm_worker) */
+    uint32_t conn_size;           /* sizeof(struct shm_conn) */
+    uint64_t off_workers;         /* region offsets from the segment start */
+    uint64_t off_conn_free;
+    uint64_t off_conns;
+    uint64_t off_ring;
+    alignas(SHM_CACHE_LINE) _Atomic int32_t hub_pid; /* hub */
+    _Atomic uint32_t hub_state;          /* enum shm_hub_state; hub */
+    _Atomic uint64_t hub_heartbeat_ms;   /* hub, every second (CLOCK_REALTIME ms) */
+    _Atomic uint32_t workers_configured; /* hub: worker count of the current generation */
+    _Atomic uint32_t generation;         /* hub: current worker generation */
+    _Atomic uint64_t restart_requested;  /* admin sets non-zero to ask for a rolling restart */
+    alignas(SHM_CACHE_LINE) _Atomic uint64_t broadcasts_rejected; /* producers: refused appends */
+    alignas(SHM_CACHE_LINE) struct shm_ring_ctl ring;
+    alignas(SHM_CACHE_LINE) struct shm_conntab_ctl conntab;
+};
+
+/* The layout is ABI: these sizes are what every process compiled against version 1 assumes. */
+_Static_assert(sizeof(pthread_mutex_t) == 40, "glibc x86-64 mutex size");
+_Static_assert(sizeof(_Atomic uint64_t) == 8, "lock-free 64-bit atomics");
+_Static_assert(sizeof(struct ring_record) == 32, "ring record header is 32 bytes");
+_Static_assert(sizeof(struct ring_record) == RING_ALIGN, "a PAD header fits any gap");
+_Static_assert(sizeof(struct shm_conn) == 192, "connection row is 3 cache lines");
+_Static_assert(sizeof(struct shm_conn) % SHM_CACHE_LINE == 0, "rows never share a line");
+_Static_assert(sizeof(struct shm_worker) % SHM_CACHE_LINE == 0, "workers never share a line");
+_Static_assert(offsetof(struct shm_worker, stats) % SHM_CACHE_LINE == 0, "stats on own line");
+_Static_assert(offsetof(struct shm_header, ring) % SHM_CACHE_LINE == 0, "ring ctl alignment");
+_Static_assert(offsetof(struct shm_ring_ctl, tail_intent) % SHM_CACHE_LINE == 0,
+               "ring positions on their own line, away from the lock");
+_Static_assert(sizeof(struct shm_header) <= SHM_REGION_ALIGN, "header fits its page");
+_Static_assert(RING_MAX_CHANNEL_LEN < sizeof(((struct shm_conn *)0)->channel), "channel fits");
+
+#endif /* WSHUB_SHM_LAYOUT_H */
