@@ -1,0 +1,139 @@
+/* hub.h -- the hub (master) process: its one state struct and the functions its files share.
+ *
+ * The hub owns everything that must outlive a worker: the configuration, the shared-memory
+ * segment, the listening TCP socket, one doorbell socket per worker slot and the admin FastCGI
+ * socket. It fork+execs the workers and the admin process, and then only supervises: it reaps,
+ * respawns with a backoff, frees a dead worker's connection rows, beats the heartbeat and stops
+ * everyone on SIGTERM. It never touches a WebSocket or a broadcast itself.
+ *
+ *   hub.c         main: command line, start-up, the poll loop, clean-up
+ *   hub_signal.c  signalfd and the order in which pending signals are handled
+ *   hub_child.c   the child table, fork+exec of one child
+ *   hub_reap.c    waitpid, exit logging, row reclaim, respawn backoff
+ *   hub_stop.c    graceful stop and its escalation to SIGKILL
+ *   hub_listen.c  the listening TCP socket and the admin FastCGI socket
+ *   hub_pidfile.c the pid file and run_dir
+ *   hub_usage.c   --help and --version
+ *
+ * Everything is single-threaded and runs from the loop in hub.c; no signal handlers exist (all
+ * handled signals are blocked and read from a signalfd), so no state here is touched
+ * asynchronously. The one exception to "parent code" is the child between fork and exec in
+ * hub_child.c, which may only make async-signal-safe calls on data prepared before fork.
+ */
+#ifndef WSHUB_HUB_H
+#define WSHUB_HUB_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "conf.h"
+#include "shm.h"
+
+#define WSHUB_VERSION "0.1.0"
+
+#define HUB_TICK_MS          250             /* heartbeat, respawns, stop escalation, sweeps */
+#define HUB_ADMIN_INDEX      SHM_MAX_WORKERS /* children[] index of the admin process */
+#define HUB_MAX_CHILDREN     (SHM_MAX_WORKERS + 1)
+#define HUB_STABLE_UPTIME_MS 5000 /* a child that lived this long was not crash-looping */
+#define HUB_BACKOFF_MIN_MS   100  /* first delay of a crash loop; doubles to respawn_delay_max */
+#define HUB_STOP_GRACE_MS    2000 /* added to shutdown_timeout before SIGKILL */
+#define HUB_KILL_WAIT_MS     5000 /* how long to wait for SIGKILLed children to be reaped */
+#define HUB_SWEEP_TICKS      4    /* ticks a dead worker slot's rows are re-swept */
+
+/* Fixed descriptor numbers in the children (the numbers are also passed on the command line). */
+#define HUB_CHILD_LISTEN_FD   3
+#define HUB_CHILD_DOORBELL_FD 4
+
+enum hub_role { HUB_ROLE_WORKER, HUB_ROLE_ADMIN };
+
+/* One supervised process: a worker slot or the admin. The entry outlives the process; pid is 0
+ * while nothing runs in it. */
+struct hub_child {
+    enum hub_role role;
+    int slot;               /* worker slot (index into shm workers[]), -1 for the admin */
+    int wanted;             /* should be running; cleared on stop and on a fatal exit */
+    pid_t pid;              /* running process, 0 = none */
+    uint32_t generation;    /* generation of the running (or last) process */
+    uint64_t started_ms;    /* monotonic ms of the last fork */
+    int exiting;            /* we sent it SIGTERM: its exit is expected, do not respawn */
+    int fatal;              /* exited with code 2: never respawned */
+    int ready_logged;       /* "serving" already logged for this process */
+    uint32_t quick_deaths;  /* consecutive deaths within HUB_STABLE_UPTIME_MS of the start */
+    uint32_t restarts;      /* respawns after unexpected exits */
+    int respawn_pending;    /* respawn at respawn_at_ms */
+    uint64_t respawn_at_ms; /* monotonic */
+    int sweeps_left;        /* ticks left to re-sweep this dead slot's rows */
+    int doorbell_fd;        /* workers: the slot's doorbell, kept across respawns; else -1 */
+};
+
+enum hub_phase {
+    HUB_PHASE_RUNNING = 0, /* supervising */
+    HUB_PHASE_DRAINING,    /* SIGTERM sent to every child, waiting for them */
+    HUB_PHASE_KILLING      /* SIGKILL sent, waiting for the reaps */
+};
+
+struct hub {
+    struct conf conf;
+    struct shm shm;
+    int shm_created;              /* shm is ours to destroy */
+    char worker_binary[PATH_MAX]; /* resolved paths */
+    char admin_binary[PATH_MAX];
+    int listen_fd;            /* TCP, O_NONBLOCK, shared by every worker */
+    int admin_fd;             /* FastCGI unix socket, -1 when admin_threads == 0 */
+    int admin_socket_created; /* we bound conf.admin_socket: unlink at exit */
+    int devnull_fd;           /* stdin of the workers */
+    int signal_fd;
+    int timer_fd;
+    int pid_fd;          /* locked pid file, -1 if none */
+    uint32_t generation; /* current worker generation (1, 2, ...) */
+    struct hub_child children[HUB_MAX_CHILDREN];
+    enum hub_phase phase;
+    uint64_t phase_deadline_ms; /* monotonic: end of the current stop phase */
+    int exit_code;              /* 0, or 1 once something went wrong at run time */
+};
+
+/* hub.c */
+uint64_t hub_now_ms(void); /* CLOCK_MONOTONIC */
+void hub_admin_close(struct hub *h);
+
+/* hub_signal.c */
+int hub_signal_open(void);
+void hub_signal_dispatch(struct hub *h);
+
+/* hub_child.c */
+void hub_children_init(struct hub *h);
+int hub_children_start(struct hub *h);
+int hub_child_spawn(struct hub *h, struct hub_child *c);
+struct hub_child *hub_child_by_pid(struct hub *h, pid_t pid);
+const char *hub_child_name(const struct hub_child *c, char *buf, size_t len);
+int hub_children_live(const struct hub *h);
+void hub_children_kill(struct hub *h, int sig, int log_each);
+void hub_children_close(struct hub *h);
+
+/* hub_reap.c */
+void hub_reap(struct hub *h);
+void hub_reap_tick(struct hub *h, uint64_t now);
+void hub_respawn_due(struct hub *h, uint64_t now);
+int hub_respawn_next_ms(const struct hub *h, uint64_t now);
+
+/* hub_stop.c */
+void hub_stop_begin(struct hub *h, const char *why);
+void hub_stop_force(struct hub *h);
+void hub_stop_tick(struct hub *h, uint64_t now);
+int hub_stop_is_done(const struct hub *h);
+
+/* hub_listen.c */
+int hub_listen_tcp(const struct conf *c);
+int hub_listen_admin(const struct conf *c);
+
+/* hub_pidfile.c */
+int hub_mkdir_p(const char *path, unsigned mode);
+int hub_pidfile_open(const char *path);
+void hub_pidfile_remove(const char *path, int fd);
+
+/* hub_usage.c */
+void hub_usage(FILE *out);
+void hub_version(FILE *out);
+
+#endif /* WSHUB_HUB_H */

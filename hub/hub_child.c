@@ -1,0 +1,334 @@
+/* hub_child.c -- the table of supervised children and fork+exec of one child.
+ *
+ * children[] has one entry per worker slot (index == slot, SHM_MAX_WORKERS of them) and one for
+ * the admin process (HUB_ADMIN_INDEX). An entry outlives its process: it keeps the slot's
+ * doorbell, the restart count and the crash-loop backoff. Generation G currently uses slots
+ * [0, workers); a rolling restart will start generation G+1 in other slots while G drains, which
+ * is why slots, not processes, own doorbells and why every entry records its generation.
+ *
+ * Workers are exec'd, not merely forked, so that no library state crosses a fork. Everything the
+ * child needs (argv strings, descriptor numbers, the empty signal mask) is prepared before fork;
+ * between fork and exec the child makes only async-signal-safe calls:
+ *
+ *   reset dispositions and mask -> PR_SET_PDEATHSIG -> move fds to fixed numbers
+ *   -> mark every other fd close-on-exec -> execv
+ *
+ * Descriptors given to a worker: 0 = /dev/null, 1 and 2 inherited (the log when log_file is
+ * empty), 3 = listening socket, 4 = its doorbell. The admin gets its FastCGI socket as 0, and 1
+ * and 2. Every hub descriptor is close-on-exec, and close_range(CLOSE_RANGE_CLOEXEC) in the
+ * child makes sure nothing else (a library's fd) leaks. If execv fails, the child writes errno
+ * into a close-on-exec pipe and exits 2; the parent reads the pipe after fork (EOF means exec
+ * succeeded), so "No such file" is logged properly and the slot is not respawned in a loop.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "doorbell.h"
+#include "hub.h"
+#include "log.h"
+
+#define HUB_CHILD_FIRST_FREE_FD 5 /* temporaries live above the fixed numbers 0..4 */
+#define HUB_CHILD_MAX_ARGS      (16 + CONF_MAX_OVERRIDES)
+#define HUB_CHILD_MAX_FDMAP     3
+
+/* What the child needs after fork, all prepared by the parent. */
+struct hub_exec {
+    const char *path;
+    char *argv[HUB_CHILD_MAX_ARGS];
+    char slot_s[16], gen_s[16], listen_s[8], doorbell_s[8];
+    int from[HUB_CHILD_MAX_FDMAP], to[HUB_CHILD_MAX_FDMAP];
+    int n_fds;
+    int first_closed; /* fds >= this become close-on-exec */
+    int max_fd;       /* fallback when close_range() is unavailable */
+    int err_fd;       /* write end of the exec-error pipe */
+    pid_t parent;
+    sigset_t empty;
+};
+
+void hub_children_init(struct hub *h)
+{
+    for (int i = 0; i < HUB_MAX_CHILDREN; i++) {
+        struct hub_child *c = &h->children[i];
+        memset(c, 0, sizeof(*c));
+        c->role = i == HUB_ADMIN_INDEX ? HUB_ROLE_ADMIN : HUB_ROLE_WORKER;
+        c->slot = i == HUB_ADMIN_INDEX ? -1 : i;
+        c->doorbell_fd = -1;
+    }
+}
+
+const char *hub_child_name(const struct hub_child *c, char *buf, size_t len)
+{
+    if (c->role == HUB_ROLE_ADMIN)
+        snprintf(buf, len, "admin");
+    else
+        snprintf(buf, len, "worker #%d", c->slot);
+    return buf;
+}
+
+struct hub_child *hub_child_by_pid(struct hub *h, pid_t pid)
+{
+    for (int i = 0; i < HUB_MAX_CHILDREN; i++) {
+        if (h->children[i].pid == pid)
+            return &h->children[i];
+    }
+    return NULL;
+}
+
+int hub_children_live(const struct hub *h)
+{
+    int n = 0;
+    for (int i = 0; i < HUB_MAX_CHILDREN; i++)
+        n += h->children[i].pid > 0;
+    return n;
+}
+
+/* Sends `sig` to every running child; with log_each, names each one (used for SIGKILL). */
+void hub_children_kill(struct hub *h, int sig, int log_each)
+{
+    char name[32];
+    for (int i = 0; i < HUB_MAX_CHILDREN; i++) {
+        struct hub_child *c = &h->children[i];
+        if (c->pid <= 0)
+            continue;
+        if (log_each)
+            log_warn(0, "sending SIG%s to %s (pid %d)", sigabbrev_np(sig),
+                     hub_child_name(c, name, sizeof(name)), (int)c->pid);
+        if (kill(c->pid, sig) < 0 && errno != ESRCH)
+            log_error(errno, "kill(%d, SIG%s) failed", (int)c->pid, sigabbrev_np(sig));
+    }
+}
+
+void hub_children_close(struct hub *h)
+{
+    for (int i = 0; i < HUB_MAX_CHILDREN; i++) {
+        struct hub_child *c = &h->children[i];
+        if (c->doorbell_fd >= 0)
+            close(c->doorbell_fd);
+        c->doorbell_fd = -1;
+    }
+}
+
+/* Appends "[-c FILE] [overrides...]" and the terminating NULL. */
+static void hub_exec_conf_args(const struct conf *cf, struct hub_exec *x, int n)
+{
+    if (cf->file[0] != '\0') {
+        x->argv[n++] = "-c";
+        x->argv[n++] = (char *)cf->file;
+    }
+    for (int i = 0; i < cf->n_overrides; i++)
+        x->argv[n++] = (char *)cf->overrides[i];
+    x->argv[n] = NULL;
+}
+
+static void hub_exec_prepare_worker(const struct hub *h, const struct hub_child *c,
+                                    struct hub_exec *x)
+{
+    int n = 0;
+    snprintf(x->slot_s, sizeof(x->slot_s), "%d", c->slot);
+    snprintf(x->gen_s, sizeof(x->gen_s), "%u", c->generation);
+    snprintf(x->listen_s, sizeof(x->listen_s), "%d", HUB_CHILD_LISTEN_FD);
+    snprintf(x->doorbell_s, sizeof(x->doorbell_s), "%d", HUB_CHILD_DOORBELL_FD);
+    x->path = h->worker_binary;
+    x->argv[n++] = (char *)h->worker_binary;
+    x->argv[n++] = "--slot";
+    x->argv[n++] = x->slot_s;
+    x->argv[n++] = "--generation";
+    x->argv[n++] = x->gen_s;
+    x->argv[n++] = "--listen-fd";
+    x->argv[n++] = x->listen_s;
+    x->argv[n++] = "--doorbell-fd";
+    x->argv[n++] = x->doorbell_s;
+    hub_exec_conf_args(&h->conf, x, n);
+    x->from[0] = h->devnull_fd, x->to[0] = STDIN_FILENO;
+    x->from[1] = h->listen_fd, x->to[1] = HUB_CHILD_LISTEN_FD;
+    x->from[2] = c->doorbell_fd, x->to[2] = HUB_CHILD_DOORBELL_FD;
+    x->n_fds = 3;
+    x->first_closed = HUB_CHILD_FIRST_FREE_FD;
+}
+
+static void hub_exec_prepare_admin(const struct hub *h, struct hub_exec *x)
+{
+    x->path = h->admin_binary;
+    x->argv[0] = (char *)h->admin_binary;
+    hub_exec_conf_args(&h->conf, x, 1);
+    x->from[0] = h->admin_fd, x->to[0] = STDIN_FILENO;
+    x->n_fds = 1;
+    x->first_closed = STDERR_FILENO + 1;
+}
+
+/* Runs in the child: async-signal-safe calls only. Never returns. */
+static void hub_exec_child(const struct hub_exec *x)
+{
+    struct sigaction dfl;
+    int tmp[HUB_CHILD_MAX_FDMAP];
+    int err_fd = x->err_fd, fd;
+
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* fails harmlessly for KILL, STOP and glibc's own */
+    if (sigprocmask(SIG_SETMASK, &x->empty, NULL) < 0)
+        goto fail;
+    /* Die with the hub even if it is killed before the child's own setup runs. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+        goto fail;
+    if (getppid() != x->parent) {
+        errno = ESRCH;
+        goto fail;
+    }
+    /* Copy every source above the fixed numbers first, so no dup2 clobbers a later source. */
+    if ((fd = fcntl(x->err_fd, F_DUPFD_CLOEXEC, HUB_CHILD_FIRST_FREE_FD)) < 0)
+        goto fail;
+    err_fd = fd;
+    for (int i = 0; i < x->n_fds; i++) {
+        if ((tmp[i] = fcntl(x->from[i], F_DUPFD, HUB_CHILD_FIRST_FREE_FD)) < 0)
+            goto fail;
+    }
+    for (int i = 0; i < x->n_fds; i++) {
+        if (dup2(tmp[i], x->to[i]) < 0)
+            goto fail;
+    }
+    if (close_range((unsigned)x->first_closed, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        for (fd = x->first_closed; fd <= x->max_fd; fd++)
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    execv(x->path, x->argv);
+fail:;
+    int e = errno;
+    ssize_t w = write(err_fd, &e, sizeof(e));
+    (void)w;
+    _exit(2);
+}
+
+static int hub_max_fd(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1 << 20)
+        return 1 << 20;
+    return (int)rl.rlim_cur - 1;
+}
+
+/* Waits for the exec-error pipe: 0 when exec succeeded (EOF), else the child's errno. */
+static int hub_exec_wait(int fd)
+{
+    int e = 0;
+    ssize_t n;
+    do {
+        n = read(fd, &e, sizeof(e));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        log_error(errno, "read(exec pipe) failed");
+        return 0;
+    }
+    return n == (ssize_t)sizeof(e) ? e : 0;
+}
+
+/* Worker slot bookkeeping in the segment, before fork: the worker itself moves the state on to
+ * RUNNING, so the hub must not write the state after the child may be running. */
+static void hub_slot_starting(struct hub *h, const struct hub_child *c)
+{
+    struct shm_worker *w = shm_worker(&h->shm, (unsigned)c->slot);
+    w->generation = c->generation;
+    atomic_store(&w->pid, 0);
+    atomic_store(&w->ready_at_ms, 0);
+    atomic_store(&w->doorbell_armed, 0);
+    atomic_store(&w->started_at_ms, shm_now_ms());
+    atomic_store(&w->state, SHM_WORKER_STARTING);
+}
+
+static int hub_doorbell_ensure(struct hub *h, struct hub_child *c)
+{
+    if (c->doorbell_fd >= 0)
+        return 0;
+    c->doorbell_fd = doorbell_open(&h->shm, (unsigned)c->slot); /* logs its own failure */
+    return c->doorbell_fd < 0 ? -1 : 0;
+}
+
+/* Forks and execs the process for entry `c`. Returns 0 when a process was started (it may still
+ * fail to exec: then it is marked fatal), -1 when fork or setup failed (the caller schedules a
+ * retry). */
+int hub_child_spawn(struct hub *h, struct hub_child *c)
+{
+    struct hub_exec x;
+    int pipefd[2];
+    char name[32];
+
+    memset(&x, 0, sizeof(x));
+    hub_child_name(c, name, sizeof(name));
+    if (c->role == HUB_ROLE_WORKER) {
+        c->generation = h->generation;
+        if (hub_doorbell_ensure(h, c) < 0)
+            return -1;
+        hub_exec_prepare_worker(h, c, &x);
+        hub_slot_starting(h, c);
+    } else {
+        hub_exec_prepare_admin(h, &x);
+    }
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        log_error(errno, "pipe2() failed while starting %s", name);
+        return -1;
+    }
+    x.err_fd = pipefd[1];
+    x.parent = getpid();
+    x.max_fd = hub_max_fd();
+    sigemptyset(&x.empty);
+
+    pid_t pid = fork();
+    if (pid == 0)
+        hub_exec_child(&x);
+    close(pipefd[1]);
+    if (pid < 0) {
+        log_error(errno, "fork() failed while starting %s", name);
+        close(pipefd[0]);
+        return -1;
+    }
+    c->pid = pid;
+    c->started_ms = hub_now_ms();
+    c->exiting = 0;
+    c->ready_logged = 0;
+    c->sweeps_left = 0;
+    if (c->role == HUB_ROLE_WORKER)
+        atomic_store(&shm_worker(&h->shm, (unsigned)c->slot)->pid, (int32_t)pid);
+
+    int e = hub_exec_wait(pipefd[0]);
+    close(pipefd[0]);
+    if (e != 0) {
+        log_error(e, "%s: execv(%s) failed; not respawning it", name, x.path);
+        c->fatal = 1;
+        return 0;
+    }
+    if (c->role == HUB_ROLE_WORKER)
+        log_info("started %s (pid %d, generation %u)", name, (int)pid, c->generation);
+    else
+        log_info("started %s (pid %d)", name, (int)pid);
+    return 0;
+}
+
+/* Starts workers [0, workers) of the current generation and the admin (unless admin_threads is
+ * 0). Returns 0, or -1 if a fork failed or no worker could be exec'd at all. */
+int hub_children_start(struct hub *h)
+{
+    int rc = 0, execd = 0;
+    for (int i = 0; i < h->conf.workers; i++) {
+        h->children[i].wanted = 1;
+        if (hub_child_spawn(h, &h->children[i]) < 0)
+            rc = -1;
+        execd += h->children[i].pid > 0 && !h->children[i].fatal;
+    }
+    if (execd == 0) {
+        log_error(0, "no worker could be started");
+        rc = -1;
+    }
+    if (rc == 0 && h->admin_fd >= 0) {
+        h->children[HUB_ADMIN_INDEX].wanted = 1;
+        if (hub_child_spawn(h, &h->children[HUB_ADMIN_INDEX]) < 0)
+            rc = -1;
+    }
+    return rc;
+}

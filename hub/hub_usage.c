@@ -1,0 +1,87 @@
+/* hub_usage.c -- `wshub --help` and `wshub -v`.
+ *
+ * The help text is a short manual page. The option list is not written here: it is printed from
+ * the option table in common/conf.c (conf_print_options), so names, defaults and descriptions can
+ * never drift from what the parser accepts. Everything else (signals, exit codes, files) must be
+ * kept true by hand when the hub's behaviour changes.
+ */
+#include <gnu/libc-version.h>
+#include <stdio.h>
+
+#include "hub.h"
+
+static const char usage_head[] =
+    "NAME\n"
+    "  wshub - WebSocket broadcast server: the supervising (hub) process\n"
+    "\n"
+    "SYNOPSIS\n"
+    "  wshub [-c FILE] [--option=value ...] [-t | -T] [-v] [-h]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "  wshub reads its configuration, creates the shared-memory segment /wshub-<instance>,\n"
+    "  opens the listening socket once and starts `workers` wshub-worker processes that share\n"
+    "  it, plus one wshub-admin FastCGI process on the admin socket. It then supervises them:\n"
+    "  a worker that dies has its connection rows freed and is respawned (at once the first\n"
+    "  time, then with a doubling delay while it keeps dying within 5 s of starting). A child\n"
+    "  exiting with code 2 reports a fatal configuration error and is not respawned; when no\n"
+    "  worker is left the hub stops. wshub stays in the foreground and logs to stderr (or\n"
+    "  log_file); run it under systemd or another supervisor.\n"
+    "\n"
+    "  Settings come from built-in defaults, then the configuration file, then the command\n"
+    "  line. The hub passes the same file and command-line options on to its children.\n"
+    "\n"
+    "COMMAND-LINE FLAGS\n"
+    "  -c FILE, --config=FILE   read FILE (default: " CONF_DEFAULT_FILE " if it exists)\n"
+    "  -t                       check the configuration (and that the child binaries are\n"
+    "                           executable) and exit; starts nothing\n"
+    "  -T                       check the configuration, print the effective one, and exit\n"
+    "  -v, --version            print the version and exit\n"
+    "  -h, --help               print this help and exit\n"
+    "\n"
+    "OPTIONS\n"
+    "  Every option can be set in the file as `name value` or on the command line as\n"
+    "  --name=value or --name value ('-' and '_' are interchangeable). Sizes take k, m, g\n"
+    "  suffixes (1024-based); durations take ms, s, m, h (plain numbers are seconds).\n"
+    "\n";
+
+static const char usage_tail[] =
+    "\n"
+    "SIGNALS\n"
+    "  TERM, INT   graceful stop: broadcasts are refused (503), workers close their clients\n"
+    "              with 1001 and exit; any child still running shutdown_timeout + 2 s later is\n"
+    "              killed. A second TERM, INT or QUIT kills every child at once.\n"
+    "  QUIT        the same graceful stop (nginx's \"graceful quit\"; TERM is graceful too,\n"
+    "              because workers always deliver what is already in the ring).\n"
+    "  HUP         rolling restart of the workers: not implemented yet (logged, ignored).\n"
+    "  USR1        reopen log_file (after logrotate) and forward USR1 to every child.\n"
+    "  CHLD        handled internally (reaping, respawning).\n"
+    "\n"
+    "EXIT STATUS\n"
+    "  0  clean stop (or -t/-T/-v/-h succeeded)\n"
+    "  1  run-time failure: a child had to be killed on stop, or every worker exited fatally\n"
+    "  2  bad configuration or start-up failure (port in use, segment, sockets, binaries)\n"
+    "\n"
+    "FILES\n"
+    "  " CONF_DEFAULT_FILE "      default configuration file\n"
+    "  /dev/shm/wshub-<instance>  the shared-memory segment (removed at a clean stop)\n"
+    "  <run_dir>/admin.sock       admin FastCGI socket (admin_socket)\n"
+    "  wshub-worker, wshub-admin  child binaries, looked up beside wshub unless worker_binary /\n"
+    "                             admin_binary say otherwise\n"
+    "\n"
+    "EXAMPLE\n"
+    "  wshub -c /etc/wshub/wshub.conf -t\n"
+    "  wshub -c /etc/wshub/wshub.conf --workers=4 --pid-file=/run/wshub/wshub.pid\n"
+    "  kill -USR1 $(cat /run/wshub/wshub.pid)     # after rotating the log\n";
+
+void hub_usage(FILE *out)
+{
+    fputs(usage_head, out);
+    conf_print_options(out);
+    fputs(usage_tail, out);
+}
+
+void hub_version(FILE *out)
+{
+    fprintf(out, "wshub %s (shared-memory layout %d, glibc %s)\n", WSHUB_VERSION,
+            SHM_LAYOUT_VERSION, gnu_get_libc_version());
+}
