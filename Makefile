@@ -41,8 +41,9 @@ COMMON_SRC := common/log.c common/conf.c
 SHM_SRC    := shm/shm.c shm/ring.c shm/conntab.c shm/doorbell.c shm/stats.c
 HUB_SRC    := $(wildcard hub/*.c)
 WORKER_SRC := $(wildcard ws-worker/*.c)
-ADMIN_SRC  := $(wildcard admin-cgi/*.c)
-UNIT_TESTS := $(patsubst shm/%.c,$(BUILD)/tests/%,$(wildcard shm/*_test.c))
+ADMIN_SRC  := $(filter-out %_test.c,$(wildcard admin-cgi/*.c))
+UNIT_TESTS := $(patsubst shm/%.c,$(BUILD)/tests/%,$(wildcard shm/*_test.c)) \
+              $(patsubst admin-cgi/%.c,$(BUILD)/tests/%,$(wildcard admin-cgi/*_test.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -67,6 +68,11 @@ $(BUILD)/wshub-admin: $(call obj,$(ADMIN_SRC)) $(BUILD)/libwshub.a
 $(BUILD)/tests/%: $(BUILD)/shm/%.o $(BUILD)/libwshub.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_RT)
+
+# admin-cgi unit tests link only the module they test.
+$(BUILD)/tests/admin_%_test: $(BUILD)/admin-cgi/admin_%_test.o $(BUILD)/admin-cgi/admin_%.o
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/ws-worker/%.o: CFLAGS += $(LWS_CFLAGS)
 $(BUILD)/admin-cgi/%.o: CFLAGS += $(FCGI_CFLAGS)

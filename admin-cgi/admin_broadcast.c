@@ -1,0 +1,201 @@
+/* admin_broadcast.c -- POST /admin/broadcast[?channel=NAME]: validate, append to the ring, wake.
+ *
+ * The request body is the message. Checks run cheapest first so a bad request costs no copying:
+ * the hub must be alive and running (503), the channel well formed (400), CONTENT_LENGTH present
+ * (411), non-zero (400) and within the limit (413, decided before a byte of the body is read;
+ * libfcgi drains the unread rest when it closes the connection). The limit is the smaller of
+ * conf.max_message and the ring's max_payload, since the hub's config may differ from ours. Then
+ * the body is read into the thread's buffer; a text message (any Content-Type other than
+ * application/octet-stream) must be strict UTF-8, because workers frame it as a text frame
+ * without looking. ring_publish() copies it into the ring under the ring's robust mutex and
+ * doorbell_ring_all() wakes workers that sleep. The answer is 202 with the sequence number.
+ *
+ * Every refusal after the segment was found counts in hdr->broadcasts_rejected.
+ */
+#include "admin.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "doorbell.h"
+#include "log.h"
+#include "ring.h"
+
+static int channel_char_ok(unsigned char c)
+{
+    return isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+/* Reads ?channel=. Sets *chan to NULL (all clients) or to out. Answers 400 and returns -1 when
+ * the parameter is present but not 1..RING_MAX_CHANNEL_LEN characters of [A-Za-z0-9._:-]. */
+static int broadcast_channel(struct admin_req *r, char *out, size_t outlen, const char **chan)
+{
+    *chan = NULL;
+    int found = admin_query_get(r->query, "channel", out, outlen);
+    if (found == 0)
+        return 0;
+    int ok = found > 0 && out[0] != '\0';
+    for (const char *p = out; ok && *p; p++)
+        ok = channel_char_ok((unsigned char)*p);
+    if (!ok) {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "channel must be 1..%d characters of [A-Za-z0-9._:-]",
+                 RING_MAX_CHANNEL_LEN);
+        admin_respond_error_str(r, 400, "invalid channel", detail);
+        return -1;
+    }
+    *chan = out;
+    return 0;
+}
+
+/* Parses CONTENT_LENGTH against limit. Answers 411/400/413 and returns -1 when unusable. */
+static int broadcast_length(struct admin_req *r, uint32_t limit, size_t *len)
+{
+    const char *cl = admin_req_param(r, "CONTENT_LENGTH");
+    if (cl == NULL || cl[0] == '\0') {
+        admin_respond_error_str(r, 411, "length required", "send the message with Content-Length");
+        return -1;
+    }
+    uint64_t v = 0;
+    int too_big = 0;
+    for (const char *p = cl; *p; p++) {
+        if (*p < '0' || *p > '9') {
+            admin_respond_error_str(r, 400, "invalid Content-Length", cl);
+            return -1;
+        }
+        v = v * 10 + (uint64_t)(*p - '0');
+        if (v > limit)
+            too_big = 1; /* stop growing: no overflow on absurd lengths */
+        if (too_big)
+            v = (uint64_t)limit + 1;
+    }
+    if (v == 0) {
+        admin_respond_error_str(r, 400, "empty message", "the request body is the message");
+        return -1;
+    }
+    if (too_big) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "{\"limit\":%u,\"content_length\":\"%.40s\"}", limit, cl);
+        admin_respond_error(r, 413, "message too large", detail);
+        return -1;
+    }
+    *len = (size_t)v;
+    return 0;
+}
+
+/* Reads exactly len body bytes into the thread's body buffer. */
+static int broadcast_read_body(struct admin_req *r, size_t len)
+{
+    struct admin_buf *b = &r->thr->body;
+    admin_buf_reset(b);
+    if (admin_buf_reserve(b, len) < 0) {
+        admin_respond_error(r, 500, "out of memory", NULL);
+        return -1;
+    }
+    while (b->len < len) {
+        size_t want = len - b->len;
+        int chunk = want > (1u << 20) ? (1 << 20) : (int)want;
+        int got = FCGX_GetStr(b->data + b->len, chunk, r->fcgi->in);
+        if (got <= 0)
+            break;
+        b->len += (size_t)got;
+    }
+    if (b->len < len) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "{\"content_length\":%zu,\"received\":%zu}", len, b->len);
+        admin_respond_error(r, 400, "body shorter than Content-Length", detail);
+        return -1;
+    }
+    return 0;
+}
+
+/* True for "application/octet-stream", any case, parameters ignored. */
+static int is_binary_type(const char *ct)
+{
+    static const char bin[] = "application/octet-stream";
+    if (ct == NULL)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, bin, sizeof(bin) - 1) != 0)
+        return 0;
+    char next = ct[sizeof(bin) - 1];
+    return next == '\0' || next == ';' || next == ' ' || next == '\t';
+}
+
+static int broadcast_check_text(struct admin_req *r)
+{
+    size_t bad = 0;
+    const struct admin_buf *b = &r->thr->body;
+    if (admin_utf8_valid((const uint8_t *)b->data, b->len, &bad))
+        return 0;
+    char detail[160];
+    snprintf(detail, sizeof(detail),
+             "{\"offset\":%zu,\"hint\":\"send binary data with Content-Type: "
+             "application/octet-stream\"}",
+             bad);
+    admin_respond_error(r, 400, "invalid UTF-8 in text message", detail);
+    return -1;
+}
+
+static int broadcast_publish(struct admin_req *r, struct shm *s, const char *chan, uint16_t flags)
+{
+    const struct admin_buf *b = &r->thr->body;
+    uint64_t seq = 0;
+    if (ring_publish(s, b->data, (uint32_t)b->len, chan, flags, &seq) < 0) {
+        int e = errno;
+        if (e == EMSGSIZE)
+            admin_respond_error(r, 413, "message too large", NULL);
+        else if (e == EINVAL)
+            admin_respond_error_str(r, 400, "invalid channel", NULL);
+        else {
+            log_error(e, "ring_publish(%zu bytes) failed", b->len);
+            admin_respond_error_str(r, 500, "ring_publish failed", strerror(e));
+        }
+        return -1;
+    }
+    doorbell_ring_all(s);
+    log_debug("broadcast seq %llu: %zu bytes, %s, channel %s", (unsigned long long)seq, b->len,
+              (flags & RING_F_BINARY) ? "binary" : "text", chan ? chan : "(all)");
+    char body[48];
+    int n = snprintf(body, sizeof(body), "{\"seq\":%llu}\n", (unsigned long long)seq);
+    admin_respond(r, 202, "application/json", "", body, (size_t)n);
+    return 0;
+}
+
+/* The smaller of our configured limit and what the ring accepts. */
+static uint32_t broadcast_limit(const struct admin_req *r, const struct shm *s)
+{
+    uint32_t ring_max = s->hdr->ring.max_payload;
+    uint32_t mine = r->ctx->conf.max_message;
+    return ring_max < mine ? ring_max : mine;
+}
+
+void admin_handle_broadcast(struct admin_req *r)
+{
+    char channel[RING_MAX_CHANNEL_LEN + 1];
+    const char *chan;
+    size_t len;
+    struct admin_seg *seg = admin_req_segment(r);
+    if (seg == NULL)
+        return;
+    struct shm *s = &seg->shm;
+    int binary = is_binary_type(admin_req_param(r, "CONTENT_TYPE"));
+    if (broadcast_channel(r, channel, sizeof(channel), &chan) < 0 ||
+        broadcast_length(r, broadcast_limit(r, s), &len) < 0 || broadcast_read_body(r, len) < 0 ||
+        (!binary && broadcast_check_text(r) < 0))
+        goto rejected;
+    /* The body may have taken a while to arrive: do not append for a hub that began stopping. */
+    if (atomic_load_explicit(&s->hdr->hub_state, memory_order_relaxed) != SHM_HUB_RUNNING) {
+        admin_respond_error_str(r, 503, "hub stopping", NULL);
+        goto rejected;
+    }
+    if (broadcast_publish(r, s, chan, binary ? RING_F_BINARY : 0) < 0)
+        goto rejected;
+    return;
+rejected:
+    atomic_fetch_add_explicit(&s->hdr->broadcasts_rejected, 1, memory_order_relaxed);
+}
