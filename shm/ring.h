@@ -42,7 +42,7 @@ enum ring_status {
 
 /* Appends one message. channel may be NULL or "" for all. Returns 0 with *seq_out set, or -1 with
  * errno: EMSGSIZE (payload over max_payload), EINVAL (channel too long), or an error from the
- * lock. Does not wake workers: call doorbell_ring_all() afterwards (or shm_broadcast()). */
+ * lock. Does not wake workers: call doorbell_ring_all() afterwards. */
 int ring_publish(struct shm *s, const void *payload, uint32_t len, const char *channel,
                  uint16_t flags, uint64_t *seq_out);
 

@@ -1,0 +1,174 @@
+/* worker.h -- the WebSocket worker process: its one state struct and what its files share.
+ *
+ * A worker is exec'd by the hub for one slot. It attaches to the shared-memory segment, runs
+ * one libwebsockets context on a libev (epoll) loop it owns, accepts clients from the listening
+ * socket every worker shares, and delivers every broadcast in the ring to each of its clients.
+ *
+ *   worker.c         main: arguments, configuration, attach, lws context, the loop, exit
+ *   worker_accept.c  accept4() from the shared listening socket, hand-off to lws, the fd cap
+ *   worker_fanout.c  the local buffer of ready-made frames, the ring pump, slow-consumer culling
+ *   worker_proto.c   the one lws protocol callback: handshake checks, writes, closes, counters
+ *   worker_signal.c  signals, the 1 s tick (hub still alive?) and the graceful stop
+ *
+ * All state lives in one struct worker, reached from lws callbacks through the context's user
+ * pointer; there are no globals shared between these files. Everything runs on the one loop
+ * thread: nothing here is locked and nothing runs in a signal handler (libev turns signals into
+ * ordinary events).
+ */
+#ifndef WSHUB_WORKER_H
+#define WSHUB_WORKER_H
+
+#include <stdint.h>
+
+#include <ev.h>
+#include <libwebsockets.h>
+
+#include "conf.h"
+#include "ring.h"
+#include "shm.h"
+
+#define WORKER_EXIT_OK      0 /* clean stop */
+#define WORKER_EXIT_RUNTIME 1 /* runtime error: the hub respawns */
+#define WORKER_EXIT_FATAL   2 /* configuration or layout error: the hub does not respawn */
+
+#define WORKER_ACCEPT_BATCH          32   /* accept4() calls per readiness event */
+#define WORKER_ACCEPT_PAUSE          0.25 /* seconds the accept watcher rests after EMFILE/ENFILE */
+#define WORKER_WRITE_BUDGET          65536 /* bytes of whole frames gathered into one lws_write() */
+#define WORKER_FRAME_HDR_MAX         10  /* largest server frame header (unmasked, 64-bit length) */
+#define WORKER_RX_BUFFER             128 /* lws receive buffer per connection (memory per client) */
+#define WORKER_CLOSE_GRACE_S         10 /* a closing client that does not drain is cut after this */
+#define WORKER_NO_FRAME              UINT64_MAX
+#define WORKER_CLOSE_TRY_AGAIN_LATER 1013 /* RFC 6455 registry; lws 4.1.6 has no name for it */
+
+/* One frame in the local buffer. Frame numbers only grow; frame f lives in
+ * frames[f & (nframes - 1)] while head <= f < tail. */
+struct worker_frame {
+    uint64_t pos;          /* byte position of the frame header (monotonic, mod buf_size) */
+    uint64_t seq;          /* ring sequence of the broadcast */
+    uint64_t published_ns; /* CLOCK_MONOTONIC at ring append, for the latency histogram */
+    uint32_t len;          /* header + payload bytes */
+    uint32_t hdr_len;      /* 2, 4 or 10 */
+};
+
+/* The local frame buffer and the worker's private ring cursor (worker_fanout.c owns it).
+ *
+ *   buf:     ...| frame h | frame h+1 | ... | frame t-1 |  (free)  |...   positions only grow
+ *                 ^ head                                  ^ write_pos
+ *
+ * A connection keeps only a frame number (its cursor). Frames before `head` have been
+ * overwritten or pushed out of the index: a cursor below head can never be used again. */
+struct worker_fanout {
+    uint8_t *buf;                /* buf_size bytes, anonymous mapping */
+    uint64_t buf_size;           /* power of two */
+    struct worker_frame *frames; /* nframes entries */
+    uint64_t nframes;            /* power of two */
+    uint64_t head;               /* oldest intact frame */
+    uint64_t tail;               /* next frame number */
+    uint64_t write_pos;          /* byte position where the next frame starts */
+    uint64_t scan_head;          /* head at the last lapped-cursor scan */
+    uint64_t scan_lap;           /* write_pos / buf_size at the last scan */
+    uint32_t max_payload;        /* the segment's largest payload */
+    struct ring_cursor cursor;   /* position in the shared ring */
+};
+
+/* Per-connection state: lws per-session data, zeroed by lws at upgrade and set up at
+ * ESTABLISHED. Every established connection is on the worker's intrusive list. */
+struct worker_conn {
+    struct worker_conn *prev, *next;
+    struct lws *wsi;
+    uint64_t cursor;          /* next frame to send */
+    uint64_t close_at;        /* close once cursor reaches this frame; WORKER_NO_FRAME = never */
+    uint64_t last_valid_ms;   /* monotonic ms of the upgrade, last pong or last message */
+    uint64_t rx_msg_len;      /* bytes of the client message being received */
+    uint32_t row;             /* connection-table row, CONNTAB_NONE if none */
+    uint16_t close_code;      /* code we send when close_at is reached */
+    uint16_t peer_close_code; /* code of the client's close frame, 0 if none */
+    uint8_t close_reason;     /* enum shm_close_reason for close_at, valid if close_code */
+    uint8_t counted;          /* counted in stats.connections (has a row) */
+    uint8_t on_list;
+};
+
+struct worker {
+    struct conf conf;
+    unsigned slot;
+    uint32_t generation;
+    int listen_fd;
+    int doorbell_fd;
+    struct shm shm;
+    struct shm_worker *self;        /* our slot in the segment */
+    struct shm_worker_stats *stats; /* &self->stats */
+    int32_t hub_pid;
+
+    struct ev_loop *loop;
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    struct lws_protocols protocols[2];
+    lws_retry_bo_t keepalive;
+    lws_sorted_usec_list_t lws_tick; /* keeps lws's timer armed (see worker.c) */
+
+    /* accept (worker_accept.c) */
+    ev_io accept_io;
+    ev_timer accept_resume;
+    int accept_paused_full;  /* at worker_connections */
+    int accept_paused_error; /* resting after EMFILE/ENFILE */
+    uint64_t accept_error_logged_ms;
+    uint32_t sockets;        /* adopted sockets not yet destroyed (handshakes + clients) */
+    uint32_t sockets_resume; /* resume accepting below this many */
+
+    /* fan-out (worker_fanout.c) */
+    struct worker_fanout fan;
+    ev_io doorbell_io;
+    ev_prepare prepare;
+
+    /* connections (worker_proto.c) */
+    struct worker_conn conns; /* list sentinel */
+    uint32_t nconns;
+
+    /* lifecycle (worker_signal.c) */
+    ev_signal sig_term, sig_int, sig_usr1;
+    ev_timer tick;
+    ev_timer drain_deadline;
+    int draining;
+    int finished; /* the loop should end */
+    uint32_t cut; /* connections still open at the drain deadline */
+};
+
+/* worker_accept.c */
+int worker_accept_start(struct worker *w);
+void worker_accept_stop(struct worker *w);
+void worker_accept_socket_closed(struct worker *w);
+
+/* worker_fanout.c */
+int worker_fanout_init(struct worker *w);
+void worker_fanout_start(struct worker *w);
+void worker_fanout_pump(struct worker *w);
+/* Frames [cursor, limit) contiguous in the buffer from `cursor`, within `budget` bytes but at
+ * least one frame: returns the number of frames and sets *ptr and *len. */
+uint64_t worker_fanout_gather(const struct worker_fanout *f, uint64_t cursor, uint64_t limit,
+                              size_t budget, const uint8_t **ptr, size_t *len);
+static inline const struct worker_frame *worker_fanout_frame(const struct worker_fanout *f,
+                                                             uint64_t n)
+{
+    return &f->frames[n & (f->nframes - 1)];
+}
+
+/* worker_proto.c */
+int worker_proto_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                          size_t len);
+/* The seam for admission checks that come later (Origin allow-list, a token in the query string
+ * or a cookie, per-IP limits). Called in CONFIRM_UPGRADE after the path, draining and capacity
+ * checks, while the request headers are readable (lws_hdr_copy, lws_get_urlarg_by_name).
+ * Returns 0 to accept, or the HTTP status to refuse with (401, 403, 429) and sets *reason. */
+unsigned worker_handshake_check(struct worker *w, struct lws *wsi, enum shm_reject_reason *reason);
+/* Plans a close with `code` once the connection has been sent every frame before `at`; an
+ * earlier plan wins. */
+void worker_conn_schedule_close(struct worker_conn *c, uint64_t at, uint16_t code,
+                                enum shm_close_reason reason);
+void worker_conns_drop_all(struct worker *w, enum shm_close_reason reason);
+
+/* worker_signal.c */
+int worker_signal_start(struct worker *w);
+void worker_stop_begin(struct worker *w, const char *why);
+void worker_stop_check(struct worker *w);
+
+#endif /* WSHUB_WORKER_H */

@@ -1,0 +1,270 @@
+/* worker_fanout.c -- the worker's local buffer of ready-made frames, fed from the shared ring.
+ *
+ * Each ring entry is copied once per worker, by ring_read() straight into the local buffer at
+ * the spot after room for its WebSocket header; the header (unmasked server frame: 0x81 text or
+ * 0x82 binary, then a 7-, 16- or 64-bit length) is written in front of it and the frame is
+ * final. Every connection then only keeps a frame number and writes runs of whole frames from
+ * this buffer, so a broadcast costs one copy per worker, not one per client.
+ *
+ * Header size depends on the payload length, which ring_read() only reports afterwards. We peek
+ * at the next record's header in the segment (layout in shm_layout.h) to guess it; the guess is
+ * validated by ring_read() and, if a racing producer made it wrong, the payload is moved into
+ * place (rare, and still correct). Frames never straddle the buffer end: when less than
+ * WORKER_FRAME_HDR_MAX + max_payload bytes remain before the end, the next frame starts at 0.
+ *
+ * Overwrite rule: a frame is dropped from the index (head advances) as soon as a write touches
+ * its bytes, or when the index itself is full (nframes entries, worker_buffer / 128). A
+ * connection whose cursor is below head has lost data and is closed with 1013; WRITEABLE checks
+ * this on every call, and a scan of all connections after each buffer lap (or each half lap of
+ * the index) catches the ones that are not writable at all. A lapped cursor is never read.
+ * The pump drains the shared ring eagerly, so worker_buffer (plus the kernel's socket buffers)
+ * is the backlog a client may have: a burst larger than that, published faster than a client
+ * reads, drops it even though the shared ring might still hold the entries.
+ *
+ * Wake-ups: the doorbell datagram wakes a sleeping worker; before every sleep an ev_prepare
+ * watcher pumps the ring, arms the doorbell and checks the ring once more, so an entry published
+ * between the last pump and the arm is never left waiting (doorbell.h explains the protocol).
+ *
+ * If this worker itself is lapped by the ring (RING_OVERRUN), the lost entries cannot be
+ * delivered to anyone: every current connection is closed with 1013 once it has been sent the
+ * frames before the gap, so no client ever sees a silent hole in the stream.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "conntab.h"
+#include "doorbell.h"
+#include "log.h"
+#include "stats.h"
+
+#define FRAMES_PER_BYTE_SHIFT 7 /* index entries: one per 128 buffer bytes */
+#define MIN_FRAMES            1024
+
+static uint32_t frame_hdr_len(uint32_t payload_len)
+{
+    if (payload_len < 126)
+        return 2;
+    return payload_len <= 0xffff ? 4 : 10;
+}
+
+static void frame_write_hdr(uint8_t *p, uint32_t hdr_len, uint32_t payload_len, int binary)
+{
+    p[0] = binary ? 0x82 : 0x81; /* FIN + opcode */
+    if (hdr_len == 2) {
+        p[1] = (uint8_t)payload_len;
+    } else if (hdr_len == 4) {
+        p[1] = 126;
+        p[2] = (uint8_t)(payload_len >> 8);
+        p[3] = (uint8_t)payload_len;
+    } else {
+        p[1] = 127;
+        for (int i = 0; i < 8; i++)
+            p[2 + i] = (uint8_t)((uint64_t)payload_len >> (56 - 8 * i));
+    }
+}
+
+int worker_fanout_init(struct worker *w)
+{
+    struct worker_fanout *f = &w->fan;
+    f->max_payload = w->shm.hdr->ring.max_payload;
+    f->buf_size = w->conf.worker_buffer;
+    if (f->buf_size < 2ULL * (f->max_payload + WORKER_FRAME_HDR_MAX)) {
+        log_error(0,
+                  "worker_buffer (%llu) is smaller than two of the segment's largest frames "
+                  "(max payload %u)",
+                  (unsigned long long)f->buf_size, f->max_payload);
+        return -1;
+    }
+    f->nframes = f->buf_size >> FRAMES_PER_BYTE_SHIFT;
+    if (f->nframes < MIN_FRAMES)
+        f->nframes = MIN_FRAMES;
+    /* Anonymous mappings: pages are only backed once touched. */
+    f->buf = mmap(NULL, f->buf_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (f->buf == MAP_FAILED) {
+        log_error(errno, "mmap(%llu) failed for the frame buffer", (unsigned long long)f->buf_size);
+        return -1;
+    }
+    size_t isz = f->nframes * sizeof(struct worker_frame);
+    f->frames = mmap(NULL, isz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (f->frames == MAP_FAILED) {
+        log_error(errno, "mmap(%zu) failed for the frame index", isz);
+        return -1;
+    }
+    ring_cursor_at_tail(&w->shm, &f->cursor);
+    return 0;
+}
+
+/* Payload length of the record at the cursor, read racily from the segment: only a guess that
+ * ring_read() confirms. Skips one PAD record (the writer's wrap filler). */
+static uint32_t fanout_peek_payload_len(const struct worker *w)
+{
+    const struct shm_ring_ctl *rc = &w->shm.hdr->ring;
+    const uint8_t *data = shm_ring_data(&w->shm);
+    uint64_t pos = w->fan.cursor.pos;
+    struct ring_record rec;
+    for (int i = 0; i < 2; i++) {
+        memcpy(&rec, data + (pos & (rc->capacity - 1)), sizeof(rec));
+        if (rec.type != RING_REC_PAD || rec.size < RING_ALIGN)
+            break;
+        pos += rec.size;
+    }
+    return rec.type == RING_REC_MSG ? rec.payload_len : 0;
+}
+
+/* Drops every frame whose bytes lie before `end - buf_size`: a write reaching position `end`
+ * has overwritten (or is about to overwrite) them. */
+static void fanout_invalidate_until(struct worker_fanout *f, uint64_t end)
+{
+    if (end <= f->buf_size)
+        return;
+    uint64_t limit = end - f->buf_size;
+    while (f->head < f->tail && worker_fanout_frame(f, f->head)->pos < limit)
+        f->head++;
+}
+
+/* Closes every connection once it reaches the frame where `skipped` entries went missing. */
+static void fanout_overrun(struct worker *w, uint64_t reserve_end)
+{
+    struct worker_fanout *f = &w->fan;
+    fanout_invalidate_until(f, reserve_end); /* ring_read may have written anywhere in it */
+    uint64_t expected = f->cursor.seq;
+    uint64_t skipped = ring_cursor_recover(&w->shm, &f->cursor);
+    stats_add(&w->stats->ring_overruns, 1);
+    log_warn(0,
+             "lapped by the ring: %llu broadcasts from seq %llu lost; closing %u connections "
+             "with 1013",
+             (unsigned long long)skipped, (unsigned long long)expected, w->nconns);
+    for (struct worker_conn *c = w->conns.next; c != &w->conns; c = c->next)
+        worker_conn_schedule_close(c, f->tail, WORKER_CLOSE_TRY_AGAIN_LATER,
+                                   SHM_CLOSE_SLOW_CONSUMER);
+}
+
+/* Appends one frame of `payload_len` bytes read at `dst`; returns its end position. */
+static void fanout_append(struct worker_fanout *f, uint64_t wpos, uint32_t guess_hdr,
+                          const struct ring_msg *m)
+{
+    uint8_t *base = f->buf + (wpos & (f->buf_size - 1));
+    uint32_t hdr = frame_hdr_len(m->payload_len);
+    uint64_t end = wpos + (hdr > guess_hdr ? hdr : guess_hdr) + m->payload_len;
+    if (hdr != guess_hdr)
+        memmove(base + hdr, base + guess_hdr, m->payload_len); /* lost the race to a producer */
+    fanout_invalidate_until(f, end);
+    if (f->tail - f->head == f->nframes)
+        f->head++;
+    frame_write_hdr(base, hdr, m->payload_len, m->flags & RING_F_BINARY);
+    struct worker_frame *fr = &f->frames[f->tail & (f->nframes - 1)];
+    fr->pos = wpos;
+    fr->len = hdr + m->payload_len;
+    fr->hdr_len = hdr;
+    fr->seq = m->seq;
+    fr->published_ns = m->published_ns;
+    f->tail++;
+    f->write_pos = wpos + fr->len;
+}
+
+/* Reads one ring entry into the buffer. Returns the ring status. */
+static enum ring_status fanout_read_one(struct worker *w, struct ring_msg *m)
+{
+    struct worker_fanout *f = &w->fan;
+    uint64_t wpos = f->write_pos;
+    uint64_t off = wpos & (f->buf_size - 1);
+    if (off + WORKER_FRAME_HDR_MAX + f->max_payload > f->buf_size) {
+        wpos += f->buf_size - off; /* next frame starts at 0; the tail end stays unused */
+        off = 0;
+    }
+    uint32_t guess = frame_hdr_len(fanout_peek_payload_len(w));
+    enum ring_status st = ring_read(&w->shm, &f->cursor, m, f->buf + off + guess, f->max_payload);
+    if (st == RING_OK)
+        fanout_append(f, wpos, guess, m);
+    else if (st == RING_OVERRUN)
+        fanout_overrun(w, wpos + guess + f->max_payload);
+    return st;
+}
+
+/* Closes the connections whose cursor fell below head. Called once per buffer lap or half an
+ * index lap, so its O(connections) cost is paid per worker_buffer bytes, not per message. */
+static void fanout_scan_lapped(struct worker *w)
+{
+    struct worker_fanout *f = &w->fan;
+    uint64_t lap = f->write_pos / f->buf_size;
+    if (lap == f->scan_lap && f->head - f->scan_head < f->nframes / 2)
+        return;
+    f->scan_lap = lap;
+    f->scan_head = f->head;
+    for (struct worker_conn *c = w->conns.next; c != &w->conns; c = c->next) {
+        if (c->cursor < f->head && c->close_at > c->cursor)
+            worker_conn_schedule_close(c, c->cursor, WORKER_CLOSE_TRY_AGAIN_LATER,
+                                       SHM_CLOSE_SLOW_CONSUMER);
+    }
+}
+
+void worker_fanout_pump(struct worker *w)
+{
+    struct ring_msg m;
+    uint64_t entries = 0, last_seq = 0;
+    enum ring_status st;
+
+    while ((st = fanout_read_one(w, &m)) != RING_EMPTY) {
+        if (st == RING_OK) {
+            entries++;
+            last_seq = m.seq;
+        }
+    }
+    if (entries == 0)
+        return; /* an overrun alone already asked its victims for a writable callback */
+    stats_add(&w->stats->ring_entries, entries);
+    if (entries)
+        atomic_store_explicit(&w->stats->last_seq, last_seq, memory_order_relaxed);
+    fanout_scan_lapped(w);
+    lws_callback_on_writable_all_protocol(w->ctx, &w->protocols[0]);
+}
+
+uint64_t worker_fanout_gather(const struct worker_fanout *f, uint64_t cursor, uint64_t limit,
+                              size_t budget, const uint8_t **ptr, size_t *len)
+{
+    const struct worker_frame *fr = worker_fanout_frame(f, cursor);
+    uint64_t start = fr->pos, n = 1;
+    size_t bytes = fr->len;
+    for (uint64_t k = cursor + 1; k < limit; k++, n++) {
+        fr = worker_fanout_frame(f, k);
+        if (fr->pos != start + bytes || bytes + fr->len > budget)
+            break;
+        bytes += fr->len;
+    }
+    *ptr = f->buf + (start & (f->buf_size - 1));
+    *len = bytes;
+    return n;
+}
+
+static void fanout_doorbell_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct worker *w = ev_userdata(loop);
+    (void)io;
+    (void)revents;
+    doorbell_drain(w->doorbell_fd);
+    worker_fanout_pump(w);
+}
+
+/* Before every sleep: pump, arm the doorbell, then look once more so an entry published
+ * between the pump and the arm (whose producer saw the doorbell unarmed) is not missed. */
+static void fanout_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    struct worker *w = ev_userdata(loop);
+    (void)p;
+    (void)revents;
+    worker_fanout_pump(w);
+    doorbell_arm(&w->shm, w->slot);
+    if (ring_next_seq(&w->shm) != w->fan.cursor.seq)
+        worker_fanout_pump(w);
+}
+
+void worker_fanout_start(struct worker *w)
+{
+    ev_io_init(&w->doorbell_io, fanout_doorbell_cb, w->doorbell_fd, EV_READ);
+    ev_io_start(w->loop, &w->doorbell_io);
+    ev_prepare_init(&w->prepare, fanout_prepare_cb);
+    ev_prepare_start(w->loop, &w->prepare);
+}
