@@ -7,6 +7,7 @@
 #include "conf.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -22,9 +23,9 @@ struct option_def {
     const char *name;
     enum opt_type type;
     size_t offset;
-    size_t size;       /* OPT_STR: buffer size */
-    int64_t min, max;  /* numeric range (in base units) */
-    const char *dflt;  /* default, in file syntax */
+    size_t size;      /* OPT_STR: buffer size */
+    int64_t min, max; /* numeric range (in base units) */
+    const char *dflt; /* default, in file syntax */
     const char *help;
 };
 
@@ -82,6 +83,7 @@ static const struct option_def options[] = {
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+_Static_assert(N_OPTIONS <= CONF_MAX_OPTIONS, "struct conf records an origin per option");
 
 static const struct option_def *option_find(const char *name, size_t len)
 {
@@ -125,10 +127,10 @@ static int parse_scaled(const char *s, const struct unit *units, int64_t *out)
     return -1;
 }
 
-static const struct unit size_units[] = {
-    {"", 1}, {"k", KB}, {"K", KB}, {"m", MB}, {"M", MB}, {"g", GB}, {"G", GB}, {NULL, 0}};
-static const struct unit ms_units[] = {
-    {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", HOUR_MS}, {NULL, 0}};
+static const struct unit size_units[] = {{"", 1},   {"k", KB}, {"K", KB}, {"m", MB},
+                                         {"M", MB}, {"g", GB}, {"G", GB}, {NULL, 0}};
+static const struct unit ms_units[] = {{"", 1000},   {"ms", 1},      {"s", 1000},
+                                       {"m", 60000}, {"h", HOUR_MS}, {NULL, 0}};
 static const struct unit int_units[] = {{"", 1}, {NULL, 0}};
 
 static int parse_value(const struct option_def *o, const char *value, int64_t *out)
@@ -192,14 +194,24 @@ static int option_set(struct conf *c, const struct option_def *o, const char *va
     return 0;
 }
 
-int conf_set(struct conf *c, const char *name, const char *value, char *err, size_t errlen)
+/* Sets an option and remembers where the value came from (see conf_finalize's errors). */
+static int conf_set_from(struct conf *c, const char *name, const char *value, int origin, char *err,
+                         size_t errlen)
 {
     const struct option_def *o = option_find(name, strlen(name));
     if (o == NULL) {
         snprintf(err, errlen, "unknown option '%s'", name);
         return -1;
     }
-    return option_set(c, o, value, err, errlen);
+    if (option_set(c, o, value, err, errlen) < 0)
+        return -1;
+    c->origin[o - options] = origin;
+    return 0;
+}
+
+int conf_set(struct conf *c, const char *name, const char *value, char *err, size_t errlen)
+{
+    return conf_set_from(c, name, value, -1, err, errlen);
 }
 
 void conf_defaults(struct conf *c)
@@ -254,6 +266,7 @@ int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
     }
     char line[1024], why[256];
     int lineno = 0, rc = 0;
+    snprintf(c->file, sizeof(c->file), "%s", path);
     while (rc == 0 && fgets(line, sizeof(line), f)) {
         lineno++;
         char *name, *value;
@@ -266,7 +279,7 @@ int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
         if (k < 0) {
             snprintf(err, errlen, "%s:%d: option '%s' has no value", path, lineno, name);
             rc = -1;
-        } else if (k > 0 && conf_set(c, name, value, why, sizeof(why)) < 0) {
+        } else if (k > 0 && conf_set_from(c, name, value, lineno, why, sizeof(why)) < 0) {
             snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
             rc = -1;
         }
@@ -276,8 +289,6 @@ int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
         rc = -1;
     }
     fclose(f);
-    if (rc == 0)
-        snprintf(c->file, sizeof(c->file), "%s", path);
     return rc;
 }
 
@@ -348,6 +359,7 @@ static int apply_overrides(struct conf *c, char *err, size_t errlen)
             snprintf(err, errlen, "command line: %s", why);
             return -1;
         }
+        c->origin[o - options] = -1;
     }
     return 0;
 }
@@ -393,40 +405,56 @@ static int check_instance_name(const char *s)
     return 0;
 }
 
+/* Reports a rule broken by option `name`, prefixed with where its value came from:
+ * "wshub.conf:12: option 'ring_size': ...", "command line: option ...", or nothing for a
+ * default. Always returns -1. */
+static int conf_fail(const struct conf *c, const char *name, char *err, size_t errlen,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int conf_fail(const struct conf *c, const char *name, char *err, size_t errlen,
+                     const char *fmt, ...)
+{
+    const struct option_def *o = option_find(name, strlen(name));
+    int origin = o ? c->origin[o - options] : 0;
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    if (origin > 0)
+        snprintf(err, errlen, "%s:%d: option '%s': %s", c->file, origin, name, why);
+    else if (origin < 0)
+        snprintf(err, errlen, "command line: option '%s': %s", name, why);
+    else
+        snprintf(err, errlen, "option '%s': %s", name, why);
+    return -1;
+}
+
 int conf_finalize(struct conf *c, char *err, size_t errlen)
 {
     char host[128];
     int port;
     enum log_level lvl;
     if (check_instance_name(c->instance) < 0) {
-        snprintf(err, errlen, "option 'instance': use letters, digits, '.', '_' or '-'");
-        return -1;
+        return conf_fail(c, "instance", err, errlen, "use letters, digits, '.', '_' or '-'");
     }
     if (conf_split_hostport(c->listen, host, sizeof(host), &port) < 0) {
-        snprintf(err, errlen, "option 'listen': expected host:port, got '%s'", c->listen);
-        return -1;
+        return conf_fail(c, "listen", err, errlen, "expected host:port, got '%s'", c->listen);
     }
     if (c->ws_path[0] != '/') {
-        snprintf(err, errlen, "option 'ws_path': must start with '/'");
-        return -1;
+        return conf_fail(c, "ws_path", err, errlen, "must start with '/'");
     }
-    if (!is_power_of_two(c->ring_size) || c->ring_size < 4ULL * (c->max_message + 4096)) {
-        snprintf(err, errlen,
-                 "option 'ring_size': must be a power of two and at least 4 x (max_message + 4k)");
-        return -1;
-    }
-    if (!is_power_of_two(c->worker_buffer) || c->worker_buffer < 2ULL * (c->max_message + 4096)) {
-        snprintf(err, errlen, "option 'worker_buffer': must be a power of two and at least "
-                              "2 x (max_message + 4k)");
-        return -1;
-    }
+    if (!is_power_of_two(c->ring_size) || c->ring_size < 4ULL * (c->max_message + 4096))
+        return conf_fail(c, "ring_size", err, errlen,
+                         "must be a power of two and at least 4 x (max_message + 4k)");
+    if (!is_power_of_two(c->worker_buffer) || c->worker_buffer < 2ULL * (c->max_message + 4096))
+        return conf_fail(c, "worker_buffer", err, errlen,
+                         "must be a power of two and at least 2 x (max_message + 4k)");
     if (c->idle_timeout_ms <= c->ping_interval_ms) {
-        snprintf(err, errlen, "option 'idle_timeout': must be longer than ping_interval");
-        return -1;
+        return conf_fail(c, "idle_timeout", err, errlen, "must be longer than ping_interval");
     }
     if (log_level_parse(c->log_level, &lvl) < 0) {
-        snprintf(err, errlen, "option 'log_level': expected error, warn, notice, info or debug");
-        return -1;
+        return conf_fail(c, "log_level", err, errlen,
+                         "expected error, warn, notice, info or debug");
     }
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -437,8 +465,7 @@ int conf_finalize(struct conf *c, char *err, size_t errlen)
     if (c->admin_socket[0] == '\0' &&
         snprintf(c->admin_socket, sizeof(c->admin_socket), "%s/admin.sock", c->run_dir) >=
             (int)sizeof(c->admin_socket)) {
-        snprintf(err, errlen, "option 'run_dir': path too long");
-        return -1;
+        return conf_fail(c, "run_dir", err, errlen, "path too long");
     }
     return 0;
 }

@@ -16,36 +16,37 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CONF_DEFAULT_FILE    "/etc/wshub/wshub.conf"
-#define CONF_MAX_OVERRIDES   64
-#define CONF_MAX_WORKERS     32 /* per generation; a rolling restart runs two */
-#define CONF_PATH_MAX        256
+#define CONF_DEFAULT_FILE  "/etc/wshub/wshub.conf"
+#define CONF_MAX_OVERRIDES 64
+#define CONF_MAX_OPTIONS   64
+#define CONF_MAX_WORKERS   32 /* per generation; a rolling restart runs two */
+#define CONF_PATH_MAX      256
 
 struct conf {
     /* instance and processes */
-    char instance[32];          /* names the shared-memory segment and doorbells */
-    char listen[128];           /* host:port for WebSocket clients */
-    int backlog;                /* listen(2) backlog */
-    int workers;                /* worker processes; 0 = one per CPU core */
+    char instance[32];                 /* names the shared-memory segment and doorbells */
+    char listen[128];                  /* host:port for WebSocket clients */
+    int backlog;                       /* listen(2) backlog */
+    int workers;                       /* worker processes; 0 = one per CPU core */
     char worker_binary[CONF_PATH_MAX]; /* "" = wshub-worker beside the wshub binary */
     /* WebSocket service */
-    char ws_path[64];           /* URL path clients connect to */
-    uint32_t max_connections;   /* rows in the connection table (all workers) */
-    uint32_t worker_connections; /* per worker; 0 = derived from RLIMIT_NOFILE */
-    uint32_t max_message;       /* largest broadcast payload, bytes */
-    uint64_t ring_size;         /* broadcast ring bytes (power of two) */
-    uint64_t worker_buffer;     /* per-worker outgoing frame buffer, bytes (power of two) */
-    uint32_t client_max_message; /* largest message a client may send, bytes */
-    uint32_t ping_interval_ms;  /* ping a connection silent for this long */
-    uint32_t idle_timeout_ms;   /* close a connection silent for this long */
-    uint32_t shutdown_timeout_ms; /* drain deadline on stop before workers are killed */
+    char ws_path[64];              /* URL path clients connect to */
+    uint32_t max_connections;      /* rows in the connection table (all workers) */
+    uint32_t worker_connections;   /* per worker; 0 = derived from RLIMIT_NOFILE */
+    uint32_t max_message;          /* largest broadcast payload, bytes */
+    uint64_t ring_size;            /* broadcast ring bytes (power of two) */
+    uint64_t worker_buffer;        /* per-worker outgoing frame buffer, bytes (power of two) */
+    uint32_t client_max_message;   /* largest message a client may send, bytes */
+    uint32_t ping_interval_ms;     /* ping a connection silent for this long */
+    uint32_t idle_timeout_ms;      /* close a connection silent for this long */
+    uint32_t shutdown_timeout_ms;  /* drain deadline on stop before workers are killed */
     uint32_t respawn_delay_max_ms; /* cap of the crash-loop backoff */
     /* admin FastCGI */
-    char run_dir[CONF_PATH_MAX];  /* sockets and pid file */
+    char run_dir[CONF_PATH_MAX];      /* sockets and pid file */
     char admin_socket[CONF_PATH_MAX]; /* "" = <run_dir>/admin.sock */
-    unsigned admin_socket_mode;   /* permission bits of the admin socket */
-    char admin_socket_group[32];  /* group owning the admin socket, "" = unchanged */
-    int admin_threads;            /* request threads in the admin FastCGI process; 0 = none */
+    unsigned admin_socket_mode;       /* permission bits of the admin socket */
+    char admin_socket_group[32];      /* group owning the admin socket, "" = unchanged */
+    int admin_threads;                /* request threads in the admin FastCGI process; 0 = none */
     char admin_binary[CONF_PATH_MAX]; /* "" = wshub-admin beside the wshub binary */
     /* logging */
     char log_level[16];           /* error, warn, notice, info, debug */
@@ -54,6 +55,8 @@ struct conf {
 
     /* Not options: where values came from, for forwarding to child processes. */
     char file[CONF_PATH_MAX];     /* config file read, "" if none */
+    int origin[CONF_MAX_OPTIONS]; /* per option: file line that set it, 0 default, -1 command line
+                                   */
     int n_overrides;
     const char *overrides[CONF_MAX_OVERRIDES]; /* "--name=value" strings, in order */
 };
