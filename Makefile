@@ -49,7 +49,8 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
 BINS := $(BUILD)/wshub $(BUILD)/wshub-worker $(BUILD)/wshub-admin
 
-.PHONY: all asan test test-unit test-integration test-asan run format check-format clean
+.PHONY: all asan test test-unit test-integration test-asan run format check-format clean \
+        wsbench test-wsbench
 all: $(BINS) $(UNIT_TESTS)
 
 $(BUILD)/libwshub.a: $(call obj,$(COMMON_SRC) $(SHM_SRC))
@@ -99,6 +100,13 @@ test-asan: asan
 run:
 	scripts/run.sh
 
+# The load generator (tools/wsbench/README.md); its own tests prove its counters can fail.
+wsbench:
+	$(MAKE) -C tools/wsbench
+
+test-wsbench:
+	$(MAKE) -C tools/wsbench test
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
@@ -107,5 +115,6 @@ check-format:
 
 clean:
 	rm -rf build build-asan
+	$(MAKE) -C tools/wsbench clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

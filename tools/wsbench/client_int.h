@@ -1,0 +1,113 @@
+/* client_int.h -- state shared by client.c (the process loop) and client_conn.c (one
+ * connection's IO). Private to the client process; nothing here crosses a pipe.
+ *
+ * A connection's life, with the counter each exit feeds:
+ *
+ *   IDLE --start--> CONNECTING --TCP up--> HANDSHAKE --101 ok--> OPEN --STOP--> CLOSING --> DONE
+ *                      |                      |                   |                (closed_clean)
+ *                      +---- failed[reason] --+                   +--close frame--> SERVER_CLOSING
+ *                                                                 |     (dropped[close_frame])
+ *                                                                 +--reset/eof/bad frame--> DONE
+ *                                                                         (dropped[reason])
+ */
+#ifndef WSBENCH_CLIENT_INT_H
+#define WSBENCH_CLIENT_INT_H
+
+#include <stdint.h>
+#include <sys/resource.h>
+
+#include "client.h"
+#include "frame.h"
+#include "handshake.h"
+#include "wire.h"
+
+enum conn_state {
+    CONN_IDLE = 0,
+    CONN_CONNECTING,
+    CONN_HANDSHAKE,
+    CONN_OPEN,
+    CONN_SERVER_CLOSING, /* the server sent close; we echoed it and wait for its EOF */
+    CONN_CLOSING,        /* we sent close at STOP and wait for the server's */
+    CONN_DONE
+};
+
+/* Only while the handshake is in flight; freed when the connection opens or fails. */
+struct conn_hs {
+    char accept[HANDSHAKE_ACCEPT_LEN + 1]; /* the Sec-WebSocket-Accept we expect */
+    uint32_t len;                          /* response bytes in buf */
+    char buf[4096];
+};
+
+struct conn {
+    int fd;              /* -1 when none */
+    uint8_t state;       /* enum conn_state */
+    uint8_t subscribed;  /* open when START came: its deliveries are expected */
+    uint8_t complete;    /* received every expected broadcast */
+    uint8_t want_out;    /* EPOLLOUT armed */
+    uint32_t wlen;       /* pending output bytes in wbuf */
+    uint8_t *wbuf;       /* output the socket did not take at once (rare) */
+    int64_t deadline_ns; /* connect + handshake deadline */
+    struct conn_hs *hs;
+    /* Sequence tracking: a 64-wide window behind the highest sequence seen tells a duplicate
+     * from a late arrival; O(1) memory whatever the number of broadcasts. */
+    uint32_t max_plus1; /* highest sequence seen + 1 */
+    uint32_t unique;    /* distinct sequences received */
+    uint64_t window;    /* bit d set = sequence max_plus1-1-d received */
+    struct frame_parser fp;
+};
+
+/* The span over which one broadcast reached this process's connections, and the process's CPU
+ * time at both ends (sampled once per epoll batch): CPU used / span near 1 means the client, not
+ * the server, set the pace of that delivery burst. */
+struct msg_window {
+    int64_t first_ns, last_ns;
+    int64_t cpu_first_ns, cpu_last_ns;
+};
+
+enum client_phase { PHASE_CONNECTING = 0, PHASE_READY, PHASE_RUNNING, PHASE_CLOSING };
+
+struct client {
+    const struct opts *o;
+    const char *run_id;
+    uint32_t child, first, count;
+    int epfd, cmd_fd, report_fd;
+    enum client_phase phase;
+    struct conn *conns;
+    uint32_t next_start;     /* next connection to start */
+    uint32_t oldest_pending; /* timeout scan cursor: no pending connection before it */
+    uint32_t pending;        /* CONNECTING or HANDSHAKE */
+    uint32_t open;           /* OPEN */
+    uint32_t closing;        /* CLOSING or SERVER_CLOSING with an fd */
+    int64_t t0;              /* when connecting began */
+    double rate;             /* connects per second for this process; 0 = unlimited */
+    int64_t close_deadline;
+    int64_t expected;                   /* broadcasts accepted by the server, -1 until EXPECT */
+    uint64_t complete, dead_incomplete; /* subscribed connections in each state */
+    int complete_sent;
+    int64_t *msg_max;       /* per broadcast, largest latency seen here; NULL if too many */
+    struct msg_window *win; /* per broadcast, when this process received it */
+    uint32_t msg_tracked;   /* entries in msg_max and win */
+    int64_t cpu_now;        /* this process's CPU time (ns) when the current batch began */
+    struct rusage ru_start;
+    int64_t phase_start_ns;
+    int phase_sampled;
+    uint64_t rng;
+    uint8_t logged[WIRE_FAIL_COUNT + WIRE_DROP_COUNT]; /* first occurrence logged */
+    struct wire_result res;
+    uint8_t rbuf[256 * 1024];
+};
+
+int64_t client_now(void);
+uint64_t client_rand(struct client *cl);
+
+/* client_conn.c */
+void conn_start(struct client *cl, uint32_t i, int64_t now);
+void conn_on_event(struct client *cl, uint32_t i, uint32_t events, int64_t now);
+void conn_fail(struct client *cl, struct conn *c, enum wire_fail why, int err);
+void conn_send_close(struct client *cl, struct conn *c, uint16_t code);
+void conn_release(struct client *cl, struct conn *c);
+
+/* client.c, called by client_conn.c when a subscribed connection finishes or dies */
+void client_check_complete(struct client *cl, int64_t now);
+
+#endif /* WSBENCH_CLIENT_INT_H */

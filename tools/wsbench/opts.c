@@ -1,0 +1,557 @@
+/* opts.c -- command-line parsing and the --help manual for wsbench (see opts.h).
+ *
+ * Every option is a long option parsed by getopt_long; the manual below lists each with its
+ * default, and `make test` checks that every long option appears in it. Values that depend on
+ * the machine (processes, source addresses) are resolved here, once, so the report can print
+ * what was actually used.
+ */
+#include "opts.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#define OPTS_PER_PROCESS_DEFAULT 15000 /* connections per client process when -p is auto */
+#define OPTS_DEFAULT_URL         "ws://127.0.0.1:8080/ws"
+#define OPTS_DEFAULT_PUBLISH_URL "http://127.0.0.1:8080/admin/broadcast"
+
+static const char opts_manual[] =
+    "NAME\n"
+    "    wsbench - WebSocket load generator: idle-connection hold and broadcast fan-out\n"
+    "\n"
+    "SYNOPSIS\n"
+    "    wsbench hold   [OPTIONS]\n"
+    "    wsbench fanout [OPTIONS]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "    wsbench opens N WebSocket client connections to a ws:// URL from P forked processes\n"
+    "    and K loopback source addresses, completes the RFC 6455 handshake on each (a random\n"
+    "    Sec-WebSocket-Key; the status must be 101 and Sec-WebSocket-Accept must match),\n"
+    "    answers every ping with a masked pong carrying the same payload and every close frame\n"
+    "    with a masked close echo, and counts failures by reason. It prints one JSON object on\n"
+    "    stdout; progress and errors go to stderr. Every run is bounded: each connection\n"
+    "    attempt by --connect-timeout, the delivery wait by --drain-timeout, the whole run by\n"
+    "    --timeout.\n"
+    "\n"
+    "    hold     Connect N clients, hold them --hold seconds, report how many survived and\n"
+    "             the server's memory (RSS and PSS summed over its processes) before connecting\n"
+    "             and after all connected, and PSS per connection.\n"
+    "\n"
+    "    fanout   Connect N clients, wait --settle, then publish --messages broadcasts at\n"
+    "             --rate per second by HTTP POST to --publish-url, pipelined on keep-alive\n"
+    "             HTTP/1.1 connections without waiting for answers (answers are checked as they\n"
+    "             come; non-2xx are counted). Every subscriber parses each message, records its\n"
+    "             latency and counts loss, duplicates and reordering per connection.\n"
+    "\n"
+    "CONNECTIONS\n"
+    "    --url URL\n"
+    "        ws://HOST[:PORT][/PATH] to connect to (IPv4). Default: ws://127.0.0.1:8080/ws\n"
+    "    -n, --connections N\n"
+    "        Client connections to open. Default: 1000.\n"
+    "    -p, --processes P\n"
+    "        Client processes; connections are split evenly. Each process raises its open-file\n"
+    "        soft limit to the hard limit and must stay under it. Default: auto, ceil(N/15000)\n"
+    "        and at least 2 (when N >= 2), so the client has a process per core here.\n"
+    "    --source-addrs K\n"
+    "        Bind connection i to source address BASE + (i mod K) before connecting, so that\n"
+    "        ephemeral ports never run out (about 28,000 per source address with the default\n"
+    "        net.ipv4.ip_local_port_range). Default: auto, enough addresses to keep each under\n"
+    "        80% of the port range.\n"
+    "    --source-base ADDR\n"
+    "        First source address. 0.0.0.0 disables binding (the kernel picks). Default:\n"
+    "        127.0.0.1.\n"
+    "    --connect-rate R\n"
+    "        New connections per second over all processes; 0 = as fast as possible.\n"
+    "        Default: 5000.\n"
+    "    --max-pending N\n"
+    "        Handshakes in flight per process; keeps the server's accept queue from\n"
+    "        overflowing. Default: 500.\n"
+    "    --connect-timeout DURATION\n"
+    "        Limit for TCP connect plus handshake; a connection past it fails as \"timeout\".\n"
+    "        Default: 10s.\n"
+    "    --ws-header 'Name: value'\n"
+    "        Extra header in the upgrade request (Origin, Authorization, ...). Repeatable, up to\n"
+    "        16.\n"
+    "    --close-timeout DURATION\n"
+    "        At the end each connection sends a close frame and waits this long for the\n"
+    "        server's close before the socket is closed anyway. Default: 2s.\n"
+    "\n"
+    "HOLD\n"
+    "    --hold DURATION\n"
+    "        How long to hold the connections once all are connected. Default: 10s.\n"
+    "\n"
+    "FANOUT\n"
+    "    --publish-url URL\n"
+    "        http://HOST[:PORT][/PATH] that broadcasts the POST body to every subscriber.\n"
+    "        Default: http://127.0.0.1:8080/admin/broadcast\n"
+    "    -m, --messages M\n"
+    "        Broadcasts to publish. Default: 100.\n"
+    "    -r, --rate R\n"
+    "        Broadcasts per second (fixed intervals; a late tick sends what is due at once).\n"
+    "        Default: 10.\n"
+    "    -s, --size S\n"
+    "        Payload bytes. Payloads are ASCII JSON,\n"
+    "            {\"r\":\"RUNID\",\"s\":SEQ,\"t\":NS,\"p\":\"xxxx...\"}\n"
+    "        with the run id, the publisher's sequence number (0..M-1) and the CLOCK_MONOTONIC\n"
+    "        time of the POST in nanoseconds, padded to S bytes; a smaller S gives the unpadded\n"
+    "        minimum (about 55 bytes). Default: 64.\n"
+    "    --settle DURATION\n"
+    "        Pause between the last connection and the first POST. Default: 1s.\n"
+    "    --drain-timeout DURATION\n"
+    "        After the last POST is answered, how long to wait for every subscriber to receive\n"
+    "        every accepted broadcast before counting the rest as lost. Default: 10s.\n"
+    "    --pub-connections C\n"
+    "        Keep-alive HTTP/1.1 connections the POSTs are spread over, round robin.\n"
+    "        Default: 1.\n"
+    "    --pub-max-requests N\n"
+    "        Requests sent on one publishing connection before it is replaced by a new one (the\n"
+    "        last carries Connection: close); stays under nginx's keepalive_requests (1000) and\n"
+    "        Apache's MaxKeepAliveRequests (100). Default: 100.\n"
+    "    --pub-content-type TYPE\n"
+    "        Content-Type of the POSTs. Default: text/plain.\n"
+    "    --pub-header 'Name: value'\n"
+    "        Extra header on every POST (Authorization, ...). Repeatable, up to 16.\n"
+    "\n"
+    "SERVER MEASUREMENTS\n"
+    "    The server's processes are the union of the three options below, looked up again at\n"
+    "    each sample (so respawned workers are found). Memory is Rss and Pss from\n"
+    "    /proc/PID/smaps_rollup summed over them (PSS counts a shared segment once); CPU is\n"
+    "    utime+stime from /proc/PID/stat. wsbench and its children are never included.\n"
+    "    Measure memory per connection on a freshly started server: a heap that already held\n"
+    "    connections is not given back to the kernel, so its \"before\" is already high.\n"
+    "    --server-pids PID[,PID...]\n"
+    "        These processes. Default: none.\n"
+    "    --server-tree PID\n"
+    "        PID and all its descendants (e.g. the hub). Default: none.\n"
+    "    --server-pattern ERE\n"
+    "        Every process whose command line (arguments joined by spaces) matches the\n"
+    "        extended regular expression, e.g. 'wshub(-worker|-admin)? .*btest'. Default: none.\n"
+    "\n"
+    "GENERAL\n"
+    "    --timeout DURATION\n"
+    "        Hard cap on the whole run; when reached the run is aborted and reported as such.\n"
+    "        Default: 15m.\n"
+    "    -v, --verbose\n"
+    "        Progress lines on stderr.\n"
+    "    -h, --help\n"
+    "        This manual.\n"
+    "\n"
+    "    DURATION is a number of seconds, optionally with a suffix: 500ms, 2s, 1.5m, 1h.\n"
+    "\n"
+    "OUTPUT\n"
+    "    One JSON object (times in ms unless the key says _s):\n"
+    "    params        the options in effect, auto values resolved.\n"
+    "    connections   attempted, ok, failed {refused, timeout, reset, eof, status,\n"
+    "                  bad_accept, bad_upgrade, malformed, protocol, no_address, other},\n"
+    "                  connect_s, survived (open at the end), dropped {close_frame, reset,\n"
+    "                  eof, protocol, other}, pings_answered, server_closes_echoed,\n"
+    "                  closed_clean_at_end.\n"
+    "    publish       (fanout) sent, ok (2xx), failed, unanswered, status classes,\n"
+    "                  achieved_rate, answer_ms (POST to its HTTP answer).\n"
+    "    deliveries    (fanout) subscribers, expected (ok x subscribers), received, unique,\n"
+    "                  lost, duplicated, out_of_order, foreign (not our payload), bad_size,\n"
+    "                  fragmented.\n"
+    "    delivered_per_sec   unique deliveries / (last receipt - first POST).\n"
+    "    latency_ms    p50, p90, p99, p999, max, min, mean of receive time minus the send\n"
+    "                  time carried in the payload.\n"
+    "    post_to_last_delivery_ms   per broadcast, its last receipt minus its POST: p50, p90,\n"
+    "                  p99 and max over broadcasts (max = latency max).\n"
+    "    last_delivery_ms   first POST to the last receipt of the run.\n"
+    "    server        pids; memory before (connecting), after (all connected), end, each\n"
+    "                  {processes, rss_kb, pss_kb}, per_connection_bytes (PSS delta / ok) and\n"
+    "                  per_connection_rss_bytes; cpu_s {connect, phase, total,\n"
+    "                  us_per_delivery}.\n"
+    "    client        processes, cpu_s, phase_cpu_s, us_per_delivery,\n"
+    "                  busiest_process_cpu_frac, publisher_cpu_frac,\n"
+    "                  busiest_process_burst_cpu_frac, client_limited, note.\n"
+    "    host          cores, cpu_busy_frac, busy_cpu_s, others_cpu_s, saturated, note.\n"
+    "    client_limited is true when a client process used more than 0.9 of a core during the\n"
+    "    measured phase, or more than 0.9 of the time over which broadcasts were arriving at\n"
+    "    it (busiest_process_burst_cpu_frac: a client that cannot keep up with a burst\n"
+    "    stretches it): the figures then describe the client, not the server. host reports\n"
+    "    the machine's CPU use in that phase and the part used by neither the server nor\n"
+    "    wsbench (others_cpu_s); host.saturated means client and server competed for CPU.\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0 the run completed (failures are in the JSON); 1 runtime error or --timeout reached\n"
+    "    (the JSON says \"aborted\"); 2 bad command line.\n"
+    "\n"
+    "EXAMPLES\n"
+    "    wsbench hold --url ws://127.0.0.1:19500/ws -n 10000 --hold 30s \\\n"
+    "        --server-tree $(cat /tmp/wsb-btest/hub.pid)\n"
+    "    wsbench fanout --url ws://127.0.0.1:19500/ws -n 10000 -m 100 -r 10 -s 64 \\\n"
+    "        --publish-url http://127.0.0.1:19501/admin/broadcast --server-pattern btest\n";
+
+void opts_print_help(void)
+{
+    fputs(opts_manual, stdout);
+}
+
+enum {
+    OPT_URL = 256,
+    OPT_SOURCE_ADDRS,
+    OPT_SOURCE_BASE,
+    OPT_CONNECT_RATE,
+    OPT_MAX_PENDING,
+    OPT_CONNECT_TIMEOUT,
+    OPT_WS_HEADER,
+    OPT_CLOSE_TIMEOUT,
+    OPT_HOLD,
+    OPT_PUBLISH_URL,
+    OPT_SETTLE,
+    OPT_DRAIN_TIMEOUT,
+    OPT_PUB_CONNECTIONS,
+    OPT_PUB_MAX_REQUESTS,
+    OPT_PUB_CONTENT_TYPE,
+    OPT_PUB_HEADER,
+    OPT_SERVER_PIDS,
+    OPT_SERVER_TREE,
+    OPT_SERVER_PATTERN,
+    OPT_TIMEOUT,
+};
+
+static const struct option opts_long[] = {
+    {"url", required_argument, NULL, OPT_URL},
+    {"connections", required_argument, NULL, 'n'},
+    {"processes", required_argument, NULL, 'p'},
+    {"source-addrs", required_argument, NULL, OPT_SOURCE_ADDRS},
+    {"source-base", required_argument, NULL, OPT_SOURCE_BASE},
+    {"connect-rate", required_argument, NULL, OPT_CONNECT_RATE},
+    {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
+    {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+    {"ws-header", required_argument, NULL, OPT_WS_HEADER},
+    {"close-timeout", required_argument, NULL, OPT_CLOSE_TIMEOUT},
+    {"hold", required_argument, NULL, OPT_HOLD},
+    {"publish-url", required_argument, NULL, OPT_PUBLISH_URL},
+    {"messages", required_argument, NULL, 'm'},
+    {"rate", required_argument, NULL, 'r'},
+    {"size", required_argument, NULL, 's'},
+    {"settle", required_argument, NULL, OPT_SETTLE},
+    {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
+    {"pub-connections", required_argument, NULL, OPT_PUB_CONNECTIONS},
+    {"pub-max-requests", required_argument, NULL, OPT_PUB_MAX_REQUESTS},
+    {"pub-content-type", required_argument, NULL, OPT_PUB_CONTENT_TYPE},
+    {"pub-header", required_argument, NULL, OPT_PUB_HEADER},
+    {"server-pids", required_argument, NULL, OPT_SERVER_PIDS},
+    {"server-tree", required_argument, NULL, OPT_SERVER_TREE},
+    {"server-pattern", required_argument, NULL, OPT_SERVER_PATTERN},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int opts_bad(const char *name, const char *value, const char *why)
+{
+    fprintf(stderr, "wsbench: --%s '%s': %s (see wsbench --help)\n", name, value, why);
+    return -1;
+}
+
+static int opts_u32(const char *name, const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max) {
+        char why[64];
+        snprintf(why, sizeof(why), "expected an integer in %u..%u", min, max);
+        return opts_bad(name, s, why);
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int opts_double(const char *name, const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(v >= 0) || isinf(v))
+        return opts_bad(name, s, "expected a non-negative number");
+    *out = v;
+    return 0;
+}
+
+/* "10", "1.5", "500ms", "2s", "1.5m", "1h" -> nanoseconds. */
+static int opts_duration(const char *name, const char *s, int64_t *ns)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    double unit = 1e9;
+    if (errno != 0 || end == s || !(v >= 0))
+        return opts_bad(name, s, "expected a duration such as 10, 500ms, 2s, 1m");
+    if (strcmp(end, "ms") == 0)
+        unit = 1e6;
+    else if (strcmp(end, "m") == 0)
+        unit = 60e9;
+    else if (strcmp(end, "h") == 0)
+        unit = 3600e9;
+    else if (strcmp(end, "s") != 0 && *end != '\0')
+        return opts_bad(name, s, "unknown duration suffix (use ms, s, m or h)");
+    if (v * unit > 1e18)
+        return opts_bad(name, s, "duration too long");
+    *ns = (int64_t)(v * unit);
+    return 0;
+}
+
+/* Splits SCHEME://HOST[:PORT][/PATH] and resolves HOST to an IPv4 address. */
+static int opts_endpoint(const char *name, const char *url, const char *scheme,
+                         struct opts_endpoint *ep)
+{
+    size_t sl = strlen(scheme);
+    char host[256];
+    int port = strcmp(scheme, "http://") == 0 || strcmp(scheme, "ws://") == 0 ? 80 : 0;
+
+    if (strlen(url) >= sizeof(ep->url) || strncmp(url, scheme, sl) != 0)
+        return opts_bad(name, url,
+                        strcmp(scheme, "ws://") == 0 ? "expected ws://HOST[:PORT]/PATH"
+                                                     : "expected http://HOST[:PORT]/PATH");
+    strcpy(ep->url, url);
+    const char *hp = url + sl;
+    const char *slash = strchr(hp, '/');
+    size_t hpl = slash ? (size_t)(slash - hp) : strlen(hp);
+    if (hpl == 0 || hpl >= sizeof(host) || hpl >= sizeof(ep->host_header))
+        return opts_bad(name, url, "missing or overlong host");
+    memcpy(ep->host_header, hp, hpl);
+    ep->host_header[hpl] = '\0';
+    snprintf(ep->path, sizeof(ep->path), "%s", slash ? slash : "/");
+    memcpy(host, hp, hpl);
+    host[hpl] = '\0';
+    char *colon = strrchr(host, ':');
+    if (colon != NULL) {
+        uint32_t p;
+        *colon = '\0';
+        if (opts_u32(name, colon + 1, 1, 65535, &p) < 0)
+            return -1;
+        port = (int)p;
+    }
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0)
+        return opts_bad(name, url, gai_strerror(rc));
+    memcpy(&ep->addr, res->ai_addr, sizeof(ep->addr));
+    ep->addr.sin_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int opts_pids(const char *name, const char *list, struct opts *o)
+{
+    char buf[1024];
+    snprintf(buf, sizeof(buf), "%s", list);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        uint32_t pid;
+        if (o->n_server_pids >= OPTS_MAX_PIDS)
+            return opts_bad(name, list, "too many pids");
+        if (opts_u32(name, tok, 1, 0x7fffffff, &pid) < 0)
+            return -1;
+        o->server_pids[o->n_server_pids++] = (pid_t)pid;
+    }
+    return 0;
+}
+
+static int opts_header(const char *name, const char *value, const char **list, int *n)
+{
+    if (*n >= OPTS_MAX_HEADERS)
+        return opts_bad(name, value, "too many headers");
+    if (strchr(value, ':') == NULL || strpbrk(value, "\r\n") != NULL)
+        return opts_bad(name, value, "expected 'Name: value' on one line");
+    list[(*n)++] = value;
+    return 0;
+}
+
+static void opts_defaults(struct opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->connections = 1000;
+    o->connect_rate = 5000;
+    o->max_pending = 500;
+    o->connect_timeout_ns = 10 * 1000000000LL;
+    o->close_timeout_ns = 2 * 1000000000LL;
+    o->hold_ns = 10 * 1000000000LL;
+    o->messages = 100;
+    o->rate = 10;
+    o->size = 64;
+    o->settle_ns = 1000000000LL;
+    o->drain_timeout_ns = 10 * 1000000000LL;
+    o->timeout_ns = 15 * 60 * 1000000000LL;
+    o->pub_connections = 1;
+    o->pub_max_requests = 100;
+    strcpy(o->pub_content_type, "text/plain");
+    inet_pton(AF_INET, "127.0.0.1", &o->source_base);
+}
+
+/* One option. Returns 0 or -1. */
+static int opts_apply(struct opts *o, int c, const char *name, const char *v)
+{
+    switch (c) {
+    case OPT_URL:
+        return opts_endpoint(name, v, "ws://", &o->ws);
+    case 'n':
+        return opts_u32(name, v, 1, 10000000, &o->connections);
+    case 'p':
+        return opts_u32(name, v, 1, 1024, &o->processes);
+    case OPT_SOURCE_ADDRS:
+        return opts_u32(name, v, 1, 250, &o->source_addrs);
+    case OPT_SOURCE_BASE:
+        return inet_pton(AF_INET, v, &o->source_base) == 1
+                   ? 0
+                   : opts_bad(name, v, "expected an IPv4 address");
+    case OPT_CONNECT_RATE:
+        return opts_double(name, v, &o->connect_rate);
+    case OPT_MAX_PENDING:
+        return opts_u32(name, v, 1, 1000000, &o->max_pending);
+    case OPT_CONNECT_TIMEOUT:
+        return opts_duration(name, v, &o->connect_timeout_ns);
+    case OPT_WS_HEADER:
+        return opts_header(name, v, o->ws_headers, &o->n_ws_headers);
+    case OPT_CLOSE_TIMEOUT:
+        return opts_duration(name, v, &o->close_timeout_ns);
+    case OPT_HOLD:
+        return opts_duration(name, v, &o->hold_ns);
+    case OPT_PUBLISH_URL:
+        return opts_endpoint(name, v, "http://", &o->pub);
+    case 'm':
+        return opts_u32(name, v, 1, 100000000, &o->messages);
+    case 'r':
+        return opts_double(name, v, &o->rate);
+    case 's':
+        return opts_u32(name, v, 1, 64 * 1024 * 1024, &o->size);
+    case OPT_SETTLE:
+        return opts_duration(name, v, &o->settle_ns);
+    case OPT_DRAIN_TIMEOUT:
+        return opts_duration(name, v, &o->drain_timeout_ns);
+    case OPT_PUB_CONNECTIONS:
+        return opts_u32(name, v, 1, 32, &o->pub_connections);
+    case OPT_PUB_MAX_REQUESTS:
+        return opts_u32(name, v, 1, 1000000, &o->pub_max_requests);
+    case OPT_PUB_CONTENT_TYPE:
+        if (strlen(v) >= sizeof(o->pub_content_type) || strpbrk(v, "\r\n") != NULL)
+            return opts_bad(name, v, "too long or not one line");
+        strcpy(o->pub_content_type, v);
+        return 0;
+    case OPT_PUB_HEADER:
+        return opts_header(name, v, o->pub_headers, &o->n_pub_headers);
+    case OPT_SERVER_PIDS:
+        return opts_pids(name, v, o);
+    case OPT_SERVER_TREE: {
+        uint32_t pid;
+        if (opts_u32(name, v, 1, 0x7fffffff, &pid) < 0)
+            return -1;
+        o->server_tree = (pid_t)pid;
+        return 0;
+    }
+    case OPT_SERVER_PATTERN:
+        o->server_pattern = v;
+        return 0;
+    case OPT_TIMEOUT:
+        return opts_duration(name, v, &o->timeout_ns);
+    case 'v':
+        o->verbose = 1;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static uint32_t opts_read_port_range(void)
+{
+    unsigned lo = 32768, hi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%u %u", &lo, &hi) != 2 || hi < lo)
+            lo = 32768, hi = 60999;
+        fclose(f);
+    }
+    return hi - lo + 1;
+}
+
+/* Fills the automatic values and checks limits that need the machine. */
+static int opts_resolve(struct opts *o)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        perror("wsbench: getrlimit(RLIMIT_NOFILE)");
+        return -1;
+    }
+    o->fd_limit = rl.rlim_max;
+    o->port_range = opts_read_port_range();
+    if (o->processes == 0) {
+        o->processes = (o->connections + OPTS_PER_PROCESS_DEFAULT - 1) / OPTS_PER_PROCESS_DEFAULT;
+        if (o->processes < 2 && o->connections >= 2)
+            o->processes = 2;
+        if (o->processes < 1)
+            o->processes = 1;
+    }
+    if (o->processes > o->connections)
+        o->processes = o->connections;
+    uint64_t per = (o->connections + o->processes - 1) / o->processes;
+    if (per + 64 > o->fd_limit) {
+        fprintf(stderr,
+                "wsbench: %llu connections per process exceed the open-file hard limit %llu "
+                "(less 64 for other files); raise -p\n",
+                (unsigned long long)per, (unsigned long long)o->fd_limit);
+        return -1;
+    }
+    if (o->source_addrs == 0) {
+        uint64_t per_addr = (uint64_t)o->port_range * 8 / 10;
+        o->source_addrs = (uint32_t)((o->connections + per_addr - 1) / per_addr);
+        if (o->source_addrs == 0)
+            o->source_addrs = 1;
+    }
+    if (o->source_base.s_addr == htonl(INADDR_ANY))
+        o->source_addrs = 1;
+    return 0;
+}
+
+int opts_parse(struct opts *o, int argc, char **argv)
+{
+    int c, idx;
+
+    opts_defaults(o);
+    if (opts_endpoint("url", OPTS_DEFAULT_URL, "ws://", &o->ws) < 0)
+        return -1;
+    if (opts_endpoint("publish-url", OPTS_DEFAULT_PUBLISH_URL, "http://", &o->pub) < 0)
+        return -1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":n:p:m:r:s:vh", opts_long, &idx)) != -1) {
+        if (c == 'h') {
+            opts_print_help();
+            exit(0);
+        }
+        if (c == '?' || c == ':') {
+            fprintf(stderr, "wsbench: %s option '%s' (see wsbench --help)\n",
+                    c == '?' ? "unknown" : "missing value for", argv[optind - 1]);
+            return -1;
+        }
+        const char *name = "?";
+        for (const struct option *lo = opts_long; lo->name != NULL; lo++)
+            if (lo->val == c)
+                name = lo->name;
+        if (opts_apply(o, c, name, optarg) < 0)
+            return -1;
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "wsbench: expected one mode, hold or fanout (see wsbench --help)\n");
+        return -1;
+    }
+    if (strcmp(argv[optind], "hold") == 0) {
+        o->mode = OPTS_MODE_HOLD;
+    } else if (strcmp(argv[optind], "fanout") == 0) {
+        o->mode = OPTS_MODE_FANOUT;
+    } else {
+        fprintf(stderr, "wsbench: unknown mode '%s': hold or fanout\n", argv[optind]);
+        return -1;
+    }
+    if (o->mode == OPTS_MODE_FANOUT && !(o->rate > 0))
+        return opts_bad("rate", "0", "fanout needs a positive rate");
+    return opts_resolve(o);
+}

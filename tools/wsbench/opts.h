@@ -1,0 +1,66 @@
+/* opts.h -- wsbench's command line: one struct filled once in the parent before any fork, then
+ * read (never written) by every process. --help prints the manual kept in opts.c beside the
+ * parser, so the two are edited together. */
+#ifndef WSBENCH_OPTS_H
+#define WSBENCH_OPTS_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define OPTS_MAX_HEADERS 16
+#define OPTS_MAX_PIDS    64
+
+enum opts_mode { OPTS_MODE_HOLD = 0, OPTS_MODE_FANOUT };
+
+/* A parsed ws:// or http:// URL; only IPv4 literal or resolvable hosts. */
+struct opts_endpoint {
+    char url[512];           /* as given */
+    char host_header[300];   /* host[:port] as written, for the Host header */
+    char path[512];          /* path and query, "/" when absent */
+    struct sockaddr_in addr; /* resolved address */
+};
+
+struct opts {
+    enum opts_mode mode;
+    struct opts_endpoint ws;    /* --url */
+    struct opts_endpoint pub;   /* --publish-url */
+    uint32_t connections;       /* -n */
+    uint32_t processes;         /* -p, resolved from auto */
+    uint32_t source_addrs;      /* --source-addrs, resolved from auto */
+    struct in_addr source_base; /* --source-base; INADDR_ANY = do not bind */
+    double connect_rate;        /* --connect-rate, per second over all processes; 0 = unlimited */
+    uint32_t max_pending;       /* --max-pending per process */
+    int64_t connect_timeout_ns;
+    int64_t hold_ns;
+    uint32_t messages; /* -m */
+    double rate;       /* -r */
+    uint32_t size;     /* -s */
+    int64_t settle_ns;
+    int64_t drain_timeout_ns;
+    int64_t close_timeout_ns;
+    int64_t timeout_ns; /* whole-run cap */
+    uint32_t pub_connections;
+    uint32_t pub_max_requests;
+    char pub_content_type[128];
+    int n_ws_headers;
+    const char *ws_headers[OPTS_MAX_HEADERS];
+    int n_pub_headers;
+    const char *pub_headers[OPTS_MAX_HEADERS];
+    int n_server_pids;
+    pid_t server_pids[OPTS_MAX_PIDS];
+    pid_t server_tree;          /* 0 = none */
+    const char *server_pattern; /* NULL = none */
+    int verbose;
+    /* derived */
+    uint32_t port_range; /* ephemeral ports per source address, from the sysctl */
+    uint64_t fd_limit;   /* RLIMIT_NOFILE hard limit */
+};
+
+/* Parses argv into o (defaults first). Prints the reason and returns -1 on a bad command line;
+ * prints the manual and exits 0 for --help. */
+int opts_parse(struct opts *o, int argc, char **argv);
+
+void opts_print_help(void);
+
+#endif /* WSBENCH_OPTS_H */

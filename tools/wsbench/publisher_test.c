@@ -1,0 +1,49 @@
+/* publisher_test.c -- the payload the publisher writes is the payload the clients parse, at
+ * every size, and anything else (another run, garbage, a cut-off prefix) is refused. */
+#include "client.h"
+#include "frame.h"
+#include "publisher.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int failures;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+int main(void)
+{
+    static char buf[5000];
+    uint64_t seq;
+    int64_t t;
+    static const size_t sizes[] = {1, 40, 64, 100, 4096};
+
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t len = publisher_payload(buf, sizes[k], "0badcafe", 99999999, 9223372036854775807LL);
+        CHECK(len == strlen(buf));
+        CHECK(sizes[k] < 64 || len == sizes[k]);
+        CHECK(len <= FRAME_PREFIX_MAX || sizes[k] > FRAME_PREFIX_MAX);
+        CHECK(buf[0] == '{' && buf[len - 1] == '}');
+        size_t keep = len < FRAME_PREFIX_MAX ? len : FRAME_PREFIX_MAX; /* what a client keeps */
+        CHECK(client_parse_payload((uint8_t *)buf, keep, "0badcafe", &seq, &t) == 0);
+        CHECK(seq == 99999999 && t == 9223372036854775807LL);
+        CHECK(client_parse_payload((uint8_t *)buf, keep, "0badcaff", &seq, &t) == -1);
+    }
+    publisher_payload(buf, 64, "0badcafe", 7, 1234);
+    CHECK(client_parse_payload((uint8_t *)buf, 64, "0badcafe", &seq, &t) == 0 && seq == 7 &&
+          t == 1234);
+    CHECK(client_parse_payload((uint8_t *)buf, 20, "0badcafe", &seq, &t) == -1);
+    CHECK(client_parse_payload((const uint8_t *)"hello", 5, "0badcafe", &seq, &t) == -1);
+    if (failures) {
+        fprintf(stderr, "publisher_test: %d failures\n", failures);
+        return 1;
+    }
+    printf("publisher_test: ok\n");
+    return 0;
+}

@@ -1,0 +1,273 @@
+"""Tests of wsbench against wsserver.py: every counter wsbench reports is shown to move when
+the server misbehaves in exactly that way, and to stay at zero when it does not.
+
+Run with `make -C tools/wsbench test` (pytest under /usr/bin/python3). Each server listens on
+ports the kernel picks, so tests never collide with other runs.
+"""
+import json
+import os
+import re
+import socket
+import subprocess
+import urllib.request
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WSBENCH = os.path.join(HERE, "..", "wsbench")
+SERVER = os.path.join(HERE, "wsserver.py")
+PYTHON = "/usr/bin/python3"
+
+
+class Server:
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([PYTHON, SERVER, *args], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()   # EOF (and a failed parse) if the server died
+        info = json.loads(line)
+        self.ws_url = "ws://127.0.0.1:%d/ws" % info["ws_port"]
+        self.pub_url = "http://127.0.0.1:%d/pub" % info["pub_port"]
+        self.stats_url = "http://127.0.0.1:%d/stats" % info["pub_port"]
+        self.pid = info["pid"]
+
+    def stats(self):
+        with urllib.request.urlopen(self.stats_url, timeout=5) as r:
+            return json.loads(r.read())
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def server():
+    started = []
+
+    def start(*args):
+        s = Server(*args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def wsbench(*args, expect_rc=0, timeout=60):
+    r = subprocess.run([WSBENCH, *[str(a) for a in args]], capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == expect_rc, r.stderr
+    return json.loads(r.stdout)
+
+
+def hold(srv, n, *extra):
+    return wsbench("hold", "--url", srv.ws_url, "-n", n, "--hold", "0.2s", *extra)
+
+
+def fanout(srv, n, m, *extra, expect_rc=0):
+    return wsbench("fanout", "--url", srv.ws_url, "--publish-url", srv.pub_url, "-n", n,
+                   "-m", m, "-r", 200, "--settle", "0.1", "--drain-timeout", "3", *extra,
+                   expect_rc=expect_rc)
+
+
+def no_failures(out):
+    assert out["connections"]["failed_total"] == 0
+    assert all(v == 0 for v in out["connections"]["failed"].values())
+
+
+# ---- command line ----
+
+def test_help_documents_every_long_option():
+    src = open(os.path.join(HERE, "..", "opts.c")).read()
+    names = re.findall(r'\{"([a-z-]+)", (?:required|no)_argument', src)
+    assert len(names) > 20
+    text = subprocess.run([WSBENCH, "--help"], capture_output=True, text=True, check=True).stdout
+    for name in names:
+        assert "--" + name in text, name
+
+
+@pytest.mark.parametrize("args", [[], ["sideways"], ["hold", "--nope"], ["hold", "-n", "0"],
+                                  ["hold", "--url", "http://x/"], ["fanout", "-r", "0"],
+                                  ["hold", "--hold", "3 days"]])
+def test_bad_command_line_exits_2(args):
+    r = subprocess.run([WSBENCH, *args], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert "wsbench" in r.stderr
+
+
+# ---- against an independent implementation (the websockets package) ----
+
+def test_hold_against_websockets_library_with_its_pings(server):
+    # The library pings every 0.3 s and drops a client whose pong is late or wrong.
+    srv = server("--impl", "lib", "--lib-ping-interval", "0.3")
+    out = wsbench("hold", "--url", srv.ws_url, "-n", 200, "--hold", "1.5s",
+                  "--server-pids", srv.pid)
+    no_failures(out)
+    c = out["connections"]
+    assert c["attempted"] == 200 and c["ok"] == 200 and c["survived"] == 200
+    assert all(v == 0 for v in c["dropped"].values())
+    assert c["pings_answered"] >= 200
+    assert c["closed_clean_at_end"] == 200
+    mem = out["server"]["memory"]
+    assert out["server"]["pids"] == [srv.pid]
+    assert mem["before"]["pss_kb"] > 0 and mem["after"]["rss_kb"] > mem["before"]["rss_kb"]
+    assert mem["per_connection_bytes"] > 0
+
+
+def test_fanout_against_websockets_library(server):
+    srv = server("--impl", "lib")
+    out = fanout(srv, 200, 30, "--server-pids", srv.pid)
+    no_failures(out)
+    d = out["deliveries"]
+    assert out["publish"]["ok"] == 30
+    assert d["expected"] == 6000 and d["received"] == 6000 and d["unique"] == 6000
+    assert d["lost"] == d["duplicated"] == d["out_of_order"] == d["foreign"] == 0
+    assert d["bad_size"] == 0
+    lat = out["latency_ms"]
+    assert lat["count"] == 6000
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert out["post_to_last_delivery_ms"]["broadcasts"] == 30
+    assert out["post_to_last_delivery_ms"]["max"] == lat["max"]
+    assert out["last_delivery_ms"] >= lat["max"]
+    assert out["server"]["cpu_s"]["phase"] >= 0
+    assert out["client"]["client_limited"] in (True, False)
+
+
+# ---- handshake failures, each counted under its own reason ----
+
+def test_wrong_accept_is_counted(server):
+    srv = server("--bad-accept")
+    out = hold(srv, 50)
+    c = out["connections"]
+    assert c["ok"] == 0 and c["failed"]["bad_accept"] == 50 and c["failed_total"] == 50
+
+
+def test_non_101_status_is_counted(server):
+    srv = server("--status", "403")
+    c = hold(srv, 50)["connections"]
+    assert c["ok"] == 0 and c["failed"]["status"] == 50 and c["failed_total"] == 50
+
+
+def test_refused_is_counted():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()   # nothing listens there now
+    out = wsbench("hold", "--url", "ws://127.0.0.1:%d/" % port, "-n", 30, "--hold", "0")
+    assert out["connections"]["failed"]["refused"] == 30
+
+
+def test_silent_server_times_out(server):
+    srv = server("--silent")
+    out = wsbench("hold", "--url", srv.ws_url, "-n", 20, "--hold", "0",
+                  "--connect-timeout", "500ms")
+    assert out["connections"]["failed"]["timeout"] == 20
+    assert out["connections"]["connect_s"] < 3
+
+
+def test_whole_run_timeout_aborts_and_still_reports(server):
+    srv = server("--silent")
+    out = wsbench("hold", "--url", srv.ws_url, "-n", 10, "--connect-timeout", "30",
+                  "--timeout", "1", expect_rc=1)
+    assert out["aborted"] == "timeout"
+    assert out["wall_s"] < 15
+
+
+# ---- deliveries: loss, duplicates, reordering ----
+
+def test_dropped_broadcast_is_lost_once(server):
+    srv = server("--drop", "5")
+    out = fanout(srv, 20, 10)
+    d = out["deliveries"]
+    assert d["lost"] == 1 and d["received"] == 199 and d["unique"] == 199
+    assert d["duplicated"] == 0 and d["out_of_order"] == 0
+
+
+def test_duplicated_broadcast_is_counted(server):
+    srv = server("--dup", "5")
+    d = fanout(srv, 20, 10)["deliveries"]
+    assert d["duplicated"] == 1 and d["received"] == 201 and d["unique"] == 200
+    assert d["lost"] == 0 and d["out_of_order"] == 0
+
+
+def test_swapped_broadcasts_are_out_of_order(server):
+    srv = server("--swap", "3")
+    d = fanout(srv, 20, 10)["deliveries"]
+    assert d["out_of_order"] == 1 and d["lost"] == 0 and d["duplicated"] == 0
+    assert d["unique"] == 200
+
+
+def test_clean_run_counts_nothing_wrong(server):
+    srv = server()
+    d = fanout(srv, 20, 10)["deliveries"]
+    assert (d["lost"], d["duplicated"], d["out_of_order"], d["fragmented"]) == (0, 0, 0, 0)
+    assert d["received"] == 200
+
+
+# ---- control frames ----
+
+def test_pings_get_masked_pongs_with_the_same_payload(server):
+    srv = server("--ping")
+    out = fanout(srv, 30, 10)
+    assert out["connections"]["pings_answered"] == 300
+    st = srv.stats()
+    assert st["pings_sent"] == 300 and st["pongs_ok"] == 300
+    assert st["pongs_bad"] == 0 and st["unmasked_frames"] == 0
+    assert out["deliveries"]["received"] == 300
+
+
+def test_fragmented_messages_with_a_ping_between_fragments(server):
+    srv = server("--fragment", "3", "--ping")
+    out = fanout(srv, 20, 10, "-s", 300)
+    d = out["deliveries"]
+    assert d["received"] == 200 and d["fragmented"] == 200 and d["lost"] == 0
+    assert d["bad_size"] == 0
+    st = srv.stats()
+    assert st["pongs_ok"] == st["pings_sent"] == 400 and st["pongs_bad"] == 0
+
+
+def test_server_close_is_echoed_and_counted(server):
+    srv = server("--close-after", "0.2")
+    out = wsbench("hold", "--url", srv.ws_url, "-n", 25, "--hold", "1s")
+    c = out["connections"]
+    assert c["ok"] == 25 and c["survived"] == 0
+    assert c["dropped"]["close_frame"] == 25 and c["server_closes_echoed"] == 25
+    st = srv.stats()
+    assert st["close_echo_ok"] == 25 and st["close_echo_bad"] == 0
+
+
+# ---- publisher ----
+
+def test_failed_post_is_counted_and_not_expected(server):
+    srv = server("--pub-fail", "2")
+    out = fanout(srv, 10, 10)
+    p, d = out["publish"], out["deliveries"]
+    assert p["ok"] == 9 and p["failed"] == 1 and p["status"]["5xx"] == 1
+    assert p["first_bad_status"] == 500
+    assert d["expected"] == 90 and d["received"] == 90 and d["lost"] == 0
+
+
+def test_chunked_answers_and_connection_rotation(server):
+    srv = server("--chunked")
+    out = fanout(srv, 10, 10, "--pub-max-requests", 3, "--pub-connections", 2)
+    p = out["publish"]
+    assert p["ok"] == 10 and p["unanswered"] == 0 and p["failed"] == 0
+    # two lanes, each rotating after 3 requests: 5 requests per lane -> 2 connections per lane
+    assert p["http_connections"] == 4
+    assert out["deliveries"]["received"] == 100
+
+
+# ---- processes and source addresses ----
+
+def test_processes_and_source_addresses(server):
+    srv = server()
+    out = wsbench("hold", "--url", srv.ws_url, "-n", 300, "-p", 3, "--source-addrs", 3,
+                  "--hold", "0.2s")
+    no_failures(out)
+    assert out["params"]["processes"] == 3
+    assert out["connections"]["ok"] == 300
+    assert srv.stats()["peers"] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
