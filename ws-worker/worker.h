@@ -33,6 +33,7 @@
 
 #define WORKER_ACCEPT_BATCH          32   /* accept4() calls per readiness event */
 #define WORKER_ACCEPT_PAUSE          0.25 /* seconds the accept watcher rests after EMFILE/ENFILE */
+#define WORKER_ACCEPT_YIELD          0.002 /* seconds a worker ahead of its peers lets them accept */
 #define WORKER_WRITE_BUDGET          65536 /* bytes of whole frames gathered into one lws_write() */
 #define WORKER_FRAME_HDR_MAX         10  /* largest server frame header (unmasked, 64-bit length) */
 #define WORKER_RX_BUFFER             128 /* lws receive buffer per connection (memory per client) */
@@ -111,6 +112,8 @@ struct worker {
     ev_timer accept_resume;
     int accept_paused_full;  /* at worker_connections */
     int accept_paused_error; /* resting after EMFILE/ENFILE */
+    int accept_yielding;     /* ahead of a peer: resting briefly so it can catch up */
+    ev_timer accept_yield;
     uint64_t accept_error_logged_ms;
     uint32_t sockets;        /* adopted sockets not yet destroyed (handshakes + clients) */
     uint32_t sockets_resume; /* resume accepting below this many */

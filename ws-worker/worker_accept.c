@@ -9,6 +9,11 @@
  * Adopted sockets skip lws's own socket options, so TCP_NODELAY is set here: a broadcast is
  * one write of whole frames and must not wait for Nagle.
  *
+ * Balance: the first worker to wake would take most of a burst, so a worker holding more
+ * sockets than its least-loaded running peer (plus a slack of 16 + 1/16) accepts one socket and
+ * then rests WORKER_ACCEPT_YIELD seconds, leaving the queue to the peers that were woken with it.
+ * It never stops for longer, so a peer that stopped accepting cannot strand the queue.
+ *
  * Back-pressure: a worker holding worker_connections sockets stops its watcher, so queued
  * clients go to workers with room, and resumes below 90%. EMFILE/ENFILE stop the watcher for
  * WORKER_ACCEPT_PAUSE seconds (else level-triggered epoll would spin) and are logged at most
@@ -19,6 +24,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -27,7 +33,8 @@
 
 static void worker_accept_watch(struct worker *w)
 {
-    int want = !w->accept_paused_full && !w->accept_paused_error && !w->draining;
+    int want =
+        !w->accept_paused_full && !w->accept_paused_error && !w->accept_yielding && !w->draining;
     if (want && !ev_is_active(&w->accept_io))
         ev_io_start(w->loop, &w->accept_io);
     else if (!want && ev_is_active(&w->accept_io))
@@ -67,12 +74,44 @@ static void worker_adopt(struct worker *w, int fd)
     }
 }
 
+/* True when this worker holds clearly more connections than some running peer of its
+ * generation. Reads the peers' gauges from the segment: 64 slots, once per wake-up. */
+static int worker_accept_is_ahead(const struct worker *w)
+{
+    int64_t mine = (int64_t)w->sockets, least = INT64_MAX;
+    for (unsigned i = 0; i < SHM_MAX_WORKERS; i++) {
+        const struct shm_worker *p = shm_worker(&w->shm, i);
+        if (i == w->slot || p->generation != w->generation ||
+            atomic_load_explicit(&p->state, memory_order_relaxed) != SHM_WORKER_RUNNING)
+            continue;
+        int64_t n = atomic_load_explicit(&p->stats.connections, memory_order_relaxed);
+        if (n < least)
+            least = n;
+    }
+    return least != INT64_MAX && mine > least + 16 + least / 16;
+}
+
+static void worker_accept_yield(struct worker *w)
+{
+    w->accept_yielding = 1;
+    worker_accept_watch(w);
+    ev_timer_set(&w->accept_yield, WORKER_ACCEPT_YIELD, 0.);
+    ev_timer_start(w->loop, &w->accept_yield);
+}
+
 static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct worker *w = ev_userdata(loop);
     (void)io;
     (void)revents;
-    for (int i = 0; i < WORKER_ACCEPT_BATCH && ev_is_active(&w->accept_io); i++) {
+    int batch = WORKER_ACCEPT_BATCH;
+    if (worker_accept_is_ahead(w)) {
+        batch = 1;
+        worker_accept_yield(w);
+    }
+    for (int i = 0; i < batch; i++) {
+        if (w->accept_paused_full || w->accept_paused_error || w->draining)
+            return;
         int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             worker_adopt(w, fd);
@@ -108,11 +147,21 @@ static void worker_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int reven
     worker_accept_watch(w);
 }
 
+static void worker_accept_yield_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = ev_userdata(loop);
+    (void)t;
+    (void)revents;
+    w->accept_yielding = 0;
+    worker_accept_watch(w);
+}
+
 int worker_accept_start(struct worker *w)
 {
     w->sockets_resume = w->conf.worker_connections - w->conf.worker_connections / 10;
     ev_io_init(&w->accept_io, worker_accept_cb, w->listen_fd, EV_READ);
     ev_timer_init(&w->accept_resume, worker_accept_resume_cb, WORKER_ACCEPT_PAUSE, 0.);
+    ev_timer_init(&w->accept_yield, worker_accept_yield_cb, WORKER_ACCEPT_YIELD, 0.);
     worker_accept_watch(w);
     return 0;
 }
@@ -123,6 +172,7 @@ void worker_accept_stop(struct worker *w)
 {
     ev_io_stop(w->loop, &w->accept_io);
     ev_timer_stop(w->loop, &w->accept_resume);
+    ev_timer_stop(w->loop, &w->accept_yield);
 }
 
 /* An adopted socket was destroyed. */
