@@ -48,10 +48,11 @@ UNIT_TESTS := $(patsubst shm/%.c,$(BUILD)/tests/%,$(wildcard shm/*_test.c)) \
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
 BINS := $(BUILD)/wshub $(BUILD)/wshub-worker $(BUILD)/wshub-admin
+TOOLS := $(BUILD)/loopcost
 
 .PHONY: all asan test test-unit test-integration test-asan run format check-format clean \
         wsbench test-wsbench
-all: $(BINS) $(UNIT_TESTS)
+all: $(BINS) $(UNIT_TESTS) $(TOOLS)
 
 $(BUILD)/libwshub.a: $(call obj,$(COMMON_SRC) $(SHM_SRC))
 	@mkdir -p $(@D)
@@ -65,6 +66,10 @@ $(BUILD)/wshub-worker: $(call obj,$(WORKER_SRC)) $(BUILD)/libwshub.a
 
 $(BUILD)/wshub-admin: $(call obj,$(ADMIN_SRC)) $(BUILD)/libwshub.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(FCGI_LIBS) $(LDLIBS_RT)
+
+# tools/loopcost: poll() vs epoll cost per wake-up with N idle fds (docs/design.md).
+$(BUILD)/loopcost: $(BUILD)/tools/loopcost/loopcost.o
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/tests/%: $(BUILD)/shm/%.o $(BUILD)/libwshub.a
 	@mkdir -p $(@D)
