@@ -55,22 +55,7 @@ static void conntab_rebuild_locked(struct shm *s)
 /* Locks the table, rebuilding the free stack if the previous owner died. 0 or -1 with errno. */
 static int conntab_lock(struct shm *s)
 {
-    pthread_mutex_t *m = &s->hdr->conntab.lock;
-    int rc = pthread_mutex_lock(m);
-
-    if (rc == EOWNERDEAD) {
-        conntab_rebuild_locked(s);
-        rc = pthread_mutex_consistent(m);
-        if (rc != 0) {
-            log_error(rc, "pthread_mutex_consistent(conntab) failed");
-            pthread_mutex_unlock(m);
-        }
-    }
-    if (rc != 0) {
-        errno = rc;
-        return -1;
-    }
-    return 0;
+    return shm_mutex_lock(s, &s->hdr->conntab.lock, NULL, conntab_rebuild_locked, "conntab");
 }
 
 static void conntab_unlock(struct shm *s)

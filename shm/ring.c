@@ -188,23 +188,7 @@ static void ring_repair_locked(struct shm *s)
  * gives up with ETIMEDOUT. Returns 0 or -1 with errno. */
 static int ring_lock(struct shm *s, const struct timespec *deadline)
 {
-    pthread_mutex_t *m = &s->hdr->ring.lock;
-    int rc = deadline != NULL ? pthread_mutex_clocklock(m, CLOCK_MONOTONIC, deadline)
-                              : pthread_mutex_lock(m);
-
-    if (rc == EOWNERDEAD) {
-        ring_repair_locked(s);
-        rc = pthread_mutex_consistent(m);
-        if (rc != 0) {
-            log_error(rc, "pthread_mutex_consistent(ring) failed");
-            pthread_mutex_unlock(m);
-        }
-    }
-    if (rc != 0) {
-        errno = rc;
-        return -1;
-    }
-    return 0;
+    return shm_mutex_lock(s, &s->hdr->ring.lock, deadline, ring_repair_locked, "ring");
 }
 
 /* Moves head past every record that starts before end - capacity: those are the records whose

@@ -27,17 +27,17 @@ struct ring_cursor {
 /* What ring_read() found. */
 struct ring_msg {
     uint64_t seq;
-    uint64_t published_ns;  /* CLOCK_MONOTONIC at append */
-    uint32_t payload_len;   /* bytes copied to the caller's buffer */
-    uint16_t flags;         /* RING_F_* */
+    uint64_t published_ns; /* CLOCK_MONOTONIC at append */
+    uint32_t payload_len;  /* bytes copied to the caller's buffer */
+    uint16_t flags;        /* RING_F_* */
     uint8_t channel_len;
     char channel[RING_MAX_CHANNEL_LEN + 1]; /* NUL-terminated */
 };
 
 enum ring_status {
-    RING_OK = 0,    /* a message was copied out and validated */
-    RING_EMPTY,     /* cursor is at the published tail */
-    RING_OVERRUN    /* cursor was lapped; call ring_cursor_recover() */
+    RING_OK = 0, /* a message was copied out and validated */
+    RING_EMPTY,  /* cursor is at the published tail */
+    RING_OVERRUN /* cursor was lapped; call ring_cursor_recover() */
 };
 
 /* Appends one message. channel may be NULL or "" for all. Returns 0 with *seq_out set, or -1 with

@@ -543,3 +543,24 @@ int shm_mutex_init(pthread_mutex_t *m)
     pthread_mutexattr_destroy(&a);
     return rc;
 }
+
+int shm_mutex_lock(struct shm *s, pthread_mutex_t *m, const struct timespec *deadline,
+                   void (*repair)(struct shm *s), const char *what)
+{
+    int rc = deadline != NULL ? pthread_mutex_clocklock(m, CLOCK_MONOTONIC, deadline)
+                              : pthread_mutex_lock(m);
+
+    if (rc == EOWNERDEAD) {
+        repair(s);
+        rc = pthread_mutex_consistent(m);
+        if (rc != 0) {
+            log_error(rc, "pthread_mutex_consistent(%s) failed", what);
+            pthread_mutex_unlock(m);
+        }
+    }
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    return 0;
+}

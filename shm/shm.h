@@ -61,10 +61,17 @@ uint32_t *shm_conn_free_stack(const struct shm *s);
 uint8_t *shm_ring_data(const struct shm *s);
 
 /* Clocks used throughout the layout. */
-uint64_t shm_now_ms(void);   /* CLOCK_REALTIME, milliseconds */
-uint64_t shm_mono_ns(void);  /* CLOCK_MONOTONIC, nanoseconds */
+uint64_t shm_now_ms(void);  /* CLOCK_REALTIME, milliseconds */
+uint64_t shm_mono_ns(void); /* CLOCK_MONOTONIC, nanoseconds */
 
 /* Initialises a process-shared robust mutex in place. Returns 0 or an errno value. */
 int shm_mutex_init(pthread_mutex_t *m);
+
+/* Locks a robust mutex of the segment. When the previous owner died holding it (EOWNERDEAD),
+ * calls repair(s) with the lock held to put the guarded data right, then marks the mutex
+ * consistent. With a deadline (CLOCK_MONOTONIC) gives up with ETIMEDOUT. `what` names the lock
+ * in log lines. Returns 0, or -1 with errno set. */
+int shm_mutex_lock(struct shm *s, pthread_mutex_t *m, const struct timespec *deadline,
+                   void (*repair)(struct shm *s), const char *what);
 
 #endif /* WSHUB_SHM_H */

@@ -83,17 +83,17 @@ enum shm_worker_state {
  * "connections" when it reclaims a dead worker's rows), so totals survive respawns and stay
  * monotonic for Prometheus. */
 struct shm_worker_stats {
-    _Atomic int64_t connections;      /* gauge: open connections now */
-    _Atomic uint64_t accepted;        /* upgrades completed */
-    _Atomic uint64_t messages_out;    /* messages delivered (one per connection per broadcast) */
-    _Atomic uint64_t bytes_out;       /* payload bytes delivered */
-    _Atomic uint64_t writes;          /* write calls issued (several frames may share one) */
-    _Atomic uint64_t messages_in;     /* data messages received from clients */
-    _Atomic uint64_t bytes_in;        /* payload bytes received from clients */
-    _Atomic uint64_t ring_entries;    /* ring entries this worker consumed */
-    _Atomic uint64_t ring_overruns;   /* times this worker itself was lapped by the ring */
-    _Atomic uint64_t slow_consumers;  /* connections dropped for falling behind */
-    _Atomic uint64_t last_seq;        /* newest ring sequence this worker has framed */
+    _Atomic int64_t connections;     /* gauge: open connections now */
+    _Atomic uint64_t accepted;       /* upgrades completed */
+    _Atomic uint64_t messages_out;   /* messages delivered (one per connection per broadcast) */
+    _Atomic uint64_t bytes_out;      /* payload bytes delivered */
+    _Atomic uint64_t writes;         /* write calls issued (several frames may share one) */
+    _Atomic uint64_t messages_in;    /* data messages received from clients */
+    _Atomic uint64_t bytes_in;       /* payload bytes received from clients */
+    _Atomic uint64_t ring_entries;   /* ring entries this worker consumed */
+    _Atomic uint64_t ring_overruns;  /* times this worker itself was lapped by the ring */
+    _Atomic uint64_t slow_consumers; /* connections dropped for falling behind */
+    _Atomic uint64_t last_seq;       /* newest ring sequence this worker has framed */
     _Atomic uint64_t closed[SHM_CLOSE_REASON_COUNT];
     _Atomic uint64_t rejected[SHM_REJECT_REASON_COUNT];
     _Atomic uint64_t latency_us[SHM_LATENCY_BUCKETS]; /* ring append -> write, per delivery */
@@ -101,14 +101,14 @@ struct shm_worker_stats {
 
 struct shm_worker {
     alignas(SHM_CACHE_LINE) _Atomic int32_t pid; /* hub writes at fork, 0 when reaped */
-    _Atomic uint32_t state;              /* enum shm_worker_state; hub and worker write */
-    _Atomic uint32_t doorbell_armed;     /* worker sets 1 before sleeping; producers swap to 0 */
-    uint32_t generation;                 /* hub writes at fork */
-    _Atomic uint64_t started_at_ms;      /* hub writes at fork (CLOCK_REALTIME ms) */
-    _Atomic uint64_t ready_at_ms;        /* worker writes when it starts serving */
-    _Atomic uint32_t restarts;           /* hub: times this slot was respawned after a crash */
-    _Atomic int32_t last_exit_status;    /* hub: raw waitpid status of the previous process */
-    _Atomic uint64_t last_exit_at_ms;    /* hub */
+    _Atomic uint32_t state;                      /* enum shm_worker_state; hub and worker write */
+    _Atomic uint32_t doorbell_armed;  /* worker sets 1 before sleeping; producers swap to 0 */
+    uint32_t generation;              /* hub writes at fork */
+    _Atomic uint64_t started_at_ms;   /* hub writes at fork (CLOCK_REALTIME ms) */
+    _Atomic uint64_t ready_at_ms;     /* worker writes when it starts serving */
+    _Atomic uint32_t restarts;        /* hub: times this slot was respawned after a crash */
+    _Atomic int32_t last_exit_status; /* hub: raw waitpid status of the previous process */
+    _Atomic uint64_t last_exit_at_ms; /* hub */
     alignas(SHM_CACHE_LINE) struct shm_worker_stats stats; /* worker writes */
 };
 
@@ -126,22 +126,22 @@ enum shm_conn_state {
  * unchanged and non-zero. */
 struct shm_conn {
     alignas(SHM_CACHE_LINE) _Atomic uint64_t conn_id; /* 0 = free */
-    _Atomic uint64_t last_seen_ms;  /* owner: last frame received (CLOCK_REALTIME ms) */
-    uint64_t connected_at_ms;       /* owner, at claim */
-    _Atomic uint64_t messages_out;  /* owner */
-    _Atomic uint64_t bytes_out;     /* owner */
-    _Atomic uint64_t messages_in;   /* owner */
-    _Atomic uint64_t bytes_in;      /* owner */
-    uint32_t worker_generation;     /* generation of the owning worker process */
-    uint16_t worker;                /* owning worker slot index */
-    _Atomic uint8_t state;          /* enum shm_conn_state */
-    uint8_t addr_family;            /* AF_INET or AF_INET6 (AF_UNSPEC when unknown) */
-    uint16_t remote_port;           /* host byte order */
+    _Atomic uint64_t last_seen_ms; /* owner: last frame received (CLOCK_REALTIME ms) */
+    uint64_t connected_at_ms;      /* owner, at claim */
+    _Atomic uint64_t messages_out; /* owner */
+    _Atomic uint64_t bytes_out;    /* owner */
+    _Atomic uint64_t messages_in;  /* owner */
+    _Atomic uint64_t bytes_in;     /* owner */
+    uint32_t worker_generation;    /* generation of the owning worker process */
+    uint16_t worker;               /* owning worker slot index */
+    _Atomic uint8_t state;         /* enum shm_conn_state */
+    uint8_t addr_family;           /* AF_INET or AF_INET6 (AF_UNSPEC when unknown) */
+    uint16_t remote_port;          /* host byte order */
     uint16_t reserved0;
-    uint8_t remote_addr[16];        /* network byte order; IPv4 in the first 4 bytes */
+    uint8_t remote_addr[16]; /* network byte order; IPv4 in the first 4 bytes */
     uint32_t reserved1;
-    char user[48];                  /* authenticated user id, NUL-terminated, "" if none */
-    char channel[56];               /* subscribed channel, NUL-terminated, "" = all */
+    char user[48];    /* authenticated user id, NUL-terminated, "" if none */
+    char channel[56]; /* subscribed channel, NUL-terminated, "" = all */
 };
 
 /* ---- Broadcast ring ---- */
@@ -150,10 +150,10 @@ struct shm_conn {
  * buffer: a writer that would straddle writes a PAD record to the end and starts again at 0.
  * Layout: header, channel bytes, payload bytes, padding to RING_ALIGN. */
 #define RING_ALIGN           32
-#define RING_REC_MSG         1 /* a broadcast */
-#define RING_REC_PAD         2 /* filler: skip `size` bytes */
+#define RING_REC_MSG         1      /* a broadcast */
+#define RING_REC_PAD         2      /* filler: skip `size` bytes */
 #define RING_F_BINARY        0x0001 /* payload is binary (else UTF-8 text) */
-#define RING_MAX_CHANNEL_LEN 55 /* fits shm_conn.channel with its NUL */
+#define RING_MAX_CHANNEL_LEN 55     /* fits shm_conn.channel with its NUL */
 
 struct ring_record {
     uint32_t size;         /* whole record incl. header, multiple of RING_ALIGN */
@@ -180,8 +180,8 @@ struct ring_record {
  * never see the half-written record, and positions stay monotonic. */
 struct shm_ring_ctl {
     alignas(SHM_CACHE_LINE) pthread_mutex_t lock; /* robust, process-shared; producers only */
-    uint64_t capacity;    /* bytes, power of two; set at creation */
-    uint32_t max_payload; /* largest payload accepted; set at creation */
+    uint64_t capacity;                            /* bytes, power of two; set at creation */
+    uint32_t max_payload;                         /* largest payload accepted; set at creation */
     uint32_t reserved;
     alignas(SHM_CACHE_LINE) _Atomic uint64_t tail_intent; /* writer: end of bytes being written */
     _Atomic uint64_t tail;            /* writer: end of the last published record */
@@ -197,10 +197,10 @@ struct shm_ring_ctl {
 
 struct shm_conntab_ctl {
     alignas(SHM_CACHE_LINE) pthread_mutex_t lock; /* robust, process-shared; guards free stack */
-    uint32_t capacity;                /* rows; set at creation */
-    uint32_t free_top;                /* entries on the free stack (under lock) */
+    uint32_t capacity;                            /* rows; set at creation */
+    uint32_t free_top;                            /* entries on the free stack (under lock) */
     alignas(SHM_CACHE_LINE) _Atomic uint64_t next_conn_id; /* next id to hand out */
-    _Atomic uint32_t in_use;          /* rows currently claimed */
+    _Atomic uint32_t in_use;                               /* rows currently claimed */
     _Atomic uint32_t reserved;
     _Atomic uint64_t lock_recoveries; /* EOWNERDEAD repairs (free stack rebuilt) */
     _Atomic uint64_t reclaimed;       /* rows freed by the hub after their worker died */
@@ -216,22 +216,22 @@ enum shm_hub_state {
 
 struct shm_header {
     alignas(SHM_CACHE_LINE) uint64_t magic; /* SHM_MAGIC */
-    uint32_t version;             /* SHM_LAYOUT_VERSION */
-    uint32_t header_size;         /* sizeof(struct shm_header) */
-    uint64_t total_size;          /* bytes mapped */
-    uint64_t epoch;               /* random, new each time the segment is created */
-    uint64_t created_at_ms;       /* CLOCK_REALTIME ms */
-    uint32_t max_workers;         /* SHM_MAX_WORKERS */
-    uint32_t conn_capacity;       /* rows in the connection table */
-    uint32_t worker_size;         /* sizeof(struct shm_worker) */
-    uint32_t conn_size;           /* sizeof(struct shm_conn) */
-    uint64_t off_workers;         /* region offsets from the segment start */
+    uint32_t version;                       /* SHM_LAYOUT_VERSION */
+    uint32_t header_size;                   /* sizeof(struct shm_header) */
+    uint64_t total_size;                    /* bytes mapped */
+    uint64_t epoch;                         /* random, new each time the segment is created */
+    uint64_t created_at_ms;                 /* CLOCK_REALTIME ms */
+    uint32_t max_workers;                   /* SHM_MAX_WORKERS */
+    uint32_t conn_capacity;                 /* rows in the connection table */
+    uint32_t worker_size;                   /* sizeof(struct shm_worker) */
+    uint32_t conn_size;                     /* sizeof(struct shm_conn) */
+    uint64_t off_workers;                   /* region offsets from the segment start */
     uint64_t off_conn_free;
     uint64_t off_conns;
     uint64_t off_ring;
     alignas(SHM_CACHE_LINE) _Atomic int32_t hub_pid; /* hub */
-    _Atomic uint32_t hub_state;          /* enum shm_hub_state; hub */
-    _Atomic uint64_t hub_heartbeat_ms;   /* hub, every second (CLOCK_REALTIME ms) */
+    _Atomic uint32_t hub_state;                      /* enum shm_hub_state; hub */
+    _Atomic uint64_t hub_heartbeat_ms;               /* hub, every second (CLOCK_REALTIME ms) */
     _Atomic uint32_t workers_configured; /* hub: worker count of the current generation */
     _Atomic uint32_t generation;         /* hub: current worker generation */
     _Atomic uint64_t restart_requested;  /* admin sets non-zero to ask for a rolling restart */
