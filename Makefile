@@ -6,6 +6,8 @@
 #   make test-asan  the same suite against the sanitizer build
 #   make run        install missing Debian packages, build, start the stack behind nginx
 #   make format     clang-format every C file in place
+#   make install    install under PREFIX (/usr/local) and DESTDIR; make uninstall; make deb
+#                   (packaging/install.mk, packaging/README.md)
 #
 # Libraries come through pkg-config. libev ships no .pc file on Debian 12, hence the fallback.
 
@@ -122,4 +124,7 @@ clean:
 	rm -rf build build-asan
 	$(MAKE) -C tools/wsbench clean
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+# wshubctl, make install / uninstall / deb.
+include packaging/install.mk
+
+-include $(shell find $(BUILD) -type f -name '*.d' 2>/dev/null)

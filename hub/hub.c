@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libgen.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -146,6 +148,29 @@ static void hub_ensure_std_fds(void)
     }
 }
 
+/* Gives the new segment to shm_group, so that a wshub-admin the web server starts as another
+ * user (mod_fcgid: www-data) can map it; shm_mode (0660) then lets that group in. */
+static int hub_shm_set_group(const char *name, const char *group)
+{
+    struct group gr, *found = NULL;
+    char buf[4096];
+    int e = getgrnam_r(group, &gr, buf, sizeof(buf), &found);
+    if (found == NULL) {
+        log_error(e, "shm_group: no group named '%s'", group);
+        return -1;
+    }
+    int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) {
+        log_error(errno, "shm_open(%s) failed", name);
+        return -1;
+    }
+    int rc = fchown(fd, (uid_t)-1, gr.gr_gid);
+    if (rc < 0)
+        log_error(errno, "fchown(%s, group %s) failed", name, group);
+    close(fd);
+    return rc;
+}
+
 static int hub_shm_create(struct hub *h)
 {
     char name[64], err[256];
@@ -158,11 +183,13 @@ static int hub_shm_create(struct hub *h)
         log_error(errno, "instance name '%s' is not usable", h->conf.instance);
         return -1;
     }
-    if (shm_create(&h->shm, name, &p, 0600, err, sizeof(err)) < 0) {
+    if (shm_create(&h->shm, name, &p, h->conf.shm_mode, err, sizeof(err)) < 0) {
         log_error(errno, "shm_create(%s) failed: %s", name, err);
         return -1;
     }
     h->shm_created = 1;
+    if (h->conf.shm_group[0] != '\0' && hub_shm_set_group(name, h->conf.shm_group) < 0)
+        return -1;
     log_notice("shared memory %s: %zu bytes (%u connection rows, %llu byte ring)", name,
                h->shm.size, p.conn_capacity, (unsigned long long)p.ring_capacity);
     return 0;
@@ -248,6 +275,7 @@ static void hub_tick(struct hub *h)
     atomic_store(&h->shm.hdr->hub_heartbeat_ms, shm_now_ms());
     hub_reap_tick(h, now);
     hub_stop_tick(h, now);
+    hub_notify_tick(h);
 }
 
 static void hub_loop(struct hub *h)
@@ -382,6 +410,7 @@ int main(int argc, char **argv)
         return rc;
     if (hub_setup_log(&h->conf) < 0)
         return 2;
+    hub_notify_init();
     log_notice("wshub %s starting: instance %s, %d worker%s, pid %d", WSHUB_VERSION,
                h->conf.instance, h->conf.workers, h->conf.workers == 1 ? "" : "s", (int)getpid());
     if (hub_start(h) < 0) {

@@ -14,6 +14,7 @@
  *   hub_listen.c  the listening TCP socket and the admin FastCGI socket
  *   hub_pidfile.c the pid file and run_dir
  *   hub_usage.c   --help and --version
+ *   hub_notify.c  sd_notify readiness for systemd (Type=notify), without libsystemd
  *
  * Everything is single-threaded and runs from the loop in hub.c; no signal handlers exist (all
  * handled signals are blocked and read from a signalfd), so no state here is touched
@@ -135,5 +136,12 @@ void hub_pidfile_remove(const char *path, int fd);
 /* hub_usage.c */
 void hub_usage(FILE *out);
 void hub_version(FILE *out);
+
+/* hub_notify.c */
+void hub_notify_init(void);
+void hub_notify_tick(const struct hub *h);
+void hub_notify_reloading(void);
+void hub_notify_reloaded(void);
+void hub_notify_stopping(void);
 
 #endif /* WSHUB_HUB_H */

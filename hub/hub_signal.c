@@ -119,8 +119,11 @@ void hub_signal_dispatch(struct hub *h)
         hub_reap(h);
     if (p.stop)
         hub_signal_stop(h, p.stop);
-    if (p.restart)
+    if (p.restart) {
+        hub_notify_reloading();
         log_notice("SIGHUP: rolling restart not implemented yet; nothing changed");
+        hub_notify_reloaded();
+    }
     if (p.reopen)
         hub_signal_reopen(h);
 }

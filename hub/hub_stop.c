@@ -31,6 +31,7 @@ void hub_stop_begin(struct hub *h, const char *why)
             c->exiting = 1;
     }
     h->phase = HUB_PHASE_DRAINING;
+    hub_notify_stopping();
     h->phase_deadline_ms = hub_now_ms() + h->conf.shutdown_timeout_ms + HUB_STOP_GRACE_MS;
     log_notice("stopping (%s): sending SIGTERM to %d process%s, waiting up to %u ms", why,
                hub_children_live(h), hub_children_live(h) == 1 ? "" : "es",

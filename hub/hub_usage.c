@@ -4,11 +4,25 @@
  * the option table in common/conf.c (conf_print_options), so names, defaults and descriptions can
  * never drift from what the parser accepts. Everything else (signals, exit codes, files) must be
  * kept true by hand when the hub's behaviour changes.
+ *
+ * -v also reports the libraries the server runs on. The hub links none of them (libwebsockets
+ * and libev live in wshub-worker, libfcgi -- which has no version call -- in wshub-admin), so
+ * rather than linking them here just to ask their versions, it runs `wshub-worker -v` and
+ * `wshub-admin -v` from its own directory: what is printed is what the installed children
+ * really run with.
  */
+#include <errno.h>
 #include <gnu/libc-version.h>
+#include <libgen.h>
+#include <spawn.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "hub.h"
+
+extern char **environ;
 
 static const char usage_head[] =
     "NAME\n"
@@ -80,8 +94,38 @@ void hub_usage(FILE *out)
     fputs(usage_tail, out);
 }
 
+/* Runs `<dir of wshub>/name -v` with our stdout; says so when it cannot. */
+static void hub_version_of(FILE *out, const char *name)
+{
+    char self[PATH_MAX], path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n < 0) {
+        fprintf(out, "%s: version unknown: readlink(/proc/self/exe) failed: %s\n", name,
+                strerror(errno));
+        return;
+    }
+    self[n] = '\0';
+    snprintf(path, sizeof(path), "%s/%s", dirname(self), name);
+    char *argv[] = {path, "-v", NULL};
+    pid_t pid;
+    int status = 0;
+    fflush(out);
+    int rc = posix_spawn(&pid, path, NULL, NULL, argv, environ);
+    if (rc != 0) {
+        fprintf(out, "%s: version unknown: cannot run %s: %s\n", name, path, strerror(rc));
+        return;
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fprintf(out, "%s: version unknown: %s -v failed (wait status 0x%x)\n", name, path,
+                (unsigned)status);
+}
+
 void hub_version(FILE *out)
 {
     fprintf(out, "wshub %s (shared-memory layout %d, glibc %s)\n", WSHUB_VERSION,
             SHM_LAYOUT_VERSION, gnu_get_libc_version());
+    hub_version_of(out, "wshub-worker");
+    hub_version_of(out, "wshub-admin");
 }

@@ -19,8 +19,13 @@ PACKAGES=(
     libwebsockets-dev libwebsockets-evlib-ev libev-dev libfcgi-dev zlib1g-dev libssl-dev
     libhiredis-dev libjwt-dev
     nginx
+    apache2 libapache2-mod-fcgid
     python3 python3-pytest python3-websockets python3-redis
     curl procps iproute2 openssl util-linux
+    # for the tests: the stats page in headless Chromium, `promtool check metrics`
+    chromium prometheus
+    # make deb (dpkg-shlibdeps) and tests/test_install.py (groff, systemd-analyze, a systemd)
+    dpkg-dev groff-base systemd adduser
 )
 PACKAGES+=("$@")
 
