@@ -73,10 +73,20 @@ static const struct option_def options[] = {
      "permission bits of the admin socket"},
     {"admin_socket_group", OPT_STR, F(admin_socket_group), 0, 0, "",
      "group of the admin socket (the web server's), empty = unchanged"},
+    {"shm_mode", OPT_MODE, F(shm_mode), 0, 0777, "0600",
+     "permission bits of the shared-memory segment (0660 with shm_group for mod_fcgid)"},
+    {"shm_group", OPT_STR, F(shm_group), 0, 0, "",
+     "group of the shared-memory segment (a wshub-admin run as another user), empty = unchanged"},
     {"admin_threads", OPT_INT, F(admin_threads), 0, 256, "4",
      "request threads in the admin FastCGI process; 0 = do not start wshub-admin"},
     {"admin_binary", OPT_STR, F(admin_binary), 0, 0, "",
      "path of wshub-admin; empty = beside the wshub binary"},
+    {"admin_token", OPT_STR, F(admin_token), 0, 0, "",
+     "bearer token the admin API requires (Authorization: Bearer ...); empty = none"},
+    {"metrics_public", OPT_INT, F(metrics_public), 0, 1, "1",
+     "1 = /metrics needs no admin token, 0 = it does"},
+    {"healthz_public", OPT_INT, F(healthz_public), 0, 1, "1",
+     "1 = /healthz needs no admin token, 0 = it does"},
     {"log_level", OPT_STR, F(log_level), 0, 0, "info", "error, warn, notice, info or debug"},
     {"log_file", OPT_STR, F(log_file), 0, 0, "", "log file; empty = stderr"},
     {"pid_file", OPT_STR, F(pid_file), 0, 0, "", "write the hub's pid here; empty = none"},
@@ -455,6 +465,11 @@ int conf_finalize(struct conf *c, char *err, size_t errlen)
     if (log_level_parse(c->log_level, &lvl) < 0) {
         return conf_fail(c, "log_level", err, errlen,
                          "expected error, warn, notice, info or debug");
+    }
+    /* The hub's own processes map the segment read-write; nobody outside its group may. */
+    if ((c->shm_mode & 0600) != 0600 || (c->shm_mode & ~0660u) != 0) {
+        return conf_fail(c, "shm_mode", err, errlen,
+                         "must include 0600 and nothing beyond 0660, got %04o", c->shm_mode);
     }
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -46,8 +46,13 @@ struct conf {
     char admin_socket[CONF_PATH_MAX]; /* "" = <run_dir>/admin.sock */
     unsigned admin_socket_mode;       /* permission bits of the admin socket */
     char admin_socket_group[32];      /* group owning the admin socket, "" = unchanged */
+    unsigned shm_mode;                /* permission bits of the shared-memory segment */
+    char shm_group[32];               /* group owning the segment, "" = unchanged */
     int admin_threads;                /* request threads in the admin FastCGI process; 0 = none */
     char admin_binary[CONF_PATH_MAX]; /* "" = wshub-admin beside the wshub binary */
+    char admin_token[128];            /* bearer token for the admin API, "" = none */
+    int metrics_public;               /* 1: /metrics needs no token */
+    int healthz_public;               /* 1: /healthz needs no token */
     /* logging */
     char log_level[16];           /* error, warn, notice, info, debug */
     char log_file[CONF_PATH_MAX]; /* "" = stderr */

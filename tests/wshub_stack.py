@@ -20,6 +20,7 @@ import http.client
 import itertools
 import json
 import os
+import pwd
 import random
 import re
 import resource
@@ -36,6 +37,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("WSHUB_BUILD", os.path.join(REPO, "build"))
 RENDER_NGINX = os.path.join(REPO, "scripts", "render-nginx.py")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+RENDER_APACHE = os.path.join(REPO, "scripts", "render-apache.py")
+APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 IS_ROOT = os.geteuid() == 0
 
 
@@ -572,8 +575,11 @@ class Hub:
 
 
 def make_certificate(base):
-    """A self-signed certificate for 127.0.0.1 and localhost, made at test time."""
+    """A self-signed certificate for 127.0.0.1 and localhost, made at test time (once per
+    directory: nginx and Apache in one stack share it)."""
     cert, key = os.path.join(base, "cert.pem"), os.path.join(base, "key.pem")
+    if os.path.exists(cert) and os.path.exists(key):
+        return cert, key
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
                     "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
@@ -666,27 +672,180 @@ class Nginx:
             self.error_log, tail(self.error_log, lines), self.out_file, tail(self.out_file, lines))
 
 
-class Stack:
-    """Hub (+ workers + admin) and, optionally, nginx in front, in one private directory."""
+def descendants_of(pid):
+    """Every live process below pid (children, their children, ...)."""
+    kids = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _proc_stat(int(name))
+            if st and st[0] != "Z":
+                kids.setdefault(st[1], []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
-    def __init__(self, workers=2, options=None, nginx=True, nginx_workers=1, tls=False):
+
+def pid_user(pid):
+    """Name of the real user of a process, or None when it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return pwd.getpwuid(int(line.split()[1])).pw_name
+    except (OSError, KeyError):
+        return None
+    return None
+
+
+class Apache:
+    """A private Apache 2.4 (event MPM) in front of one Hub, from apache-conf/ rendered by
+    scripts/render-apache.py: mod_proxy_http with upgrade=websocket for the WebSocket path, and
+    for the admin locations either mod_proxy_fcgi to the hub's wshub-admin or, with
+    fcgid=True, wshub-admin processes that Apache spawns itself through mod_fcgid. Started as
+    `apache2 -d PREFIX -f PREFIX/httpd.conf -DFOREGROUND`; /etc/apache2 is never read."""
+
+    def __init__(self, base, hub, clients=1000, threads_per_child=0, tls=False, fcgid=False):
+        self.prefix = os.path.join(base, "apache")
+        self.hub = hub
+        self.fcgid = fcgid
+        self.port = free_port()
+        self.tls_port = None
+        self.proc = None
+        self.known_pids = set()
+        cmd = [sys.executable, RENDER_APACHE, "--prefix", self.prefix,
+               "--listen", "127.0.0.1:%d" % self.port, "--wshub-conf", hub.conf_file,
+               "--clients", str(clients), "--threads-per-child", str(threads_per_child),
+               "--log-level", "info"]
+        if fcgid:
+            cmd += ["--fcgid", "--admin-binary", binary("wshub-admin")]
+        if tls:
+            self.tls_port = free_port()
+            self.cert, key = make_certificate(base)
+            cmd += ["--tls-listen", "127.0.0.1:%d" % self.tls_port, "--tls-cert", self.cert,
+                    "--tls-key", key]
+        subprocess.run(cmd, check=True)
+        self.conf = os.path.join(self.prefix, "httpd.conf")
+        self.error_log = os.path.join(self.prefix, "error.log")
+        self.out_file = os.path.join(self.prefix, "apache.out")
+
+    def cmd(self, *extra):
+        return [APACHE, "-d", self.prefix, "-f", self.conf] + list(extra)
+
+    def start(self):
+        test = subprocess.run(self.cmd("-t"), capture_output=True, text=True)
+        assert test.returncode == 0, "apache2 -t failed:\n%s%s" % (test.stdout, test.stderr)
+        out = open(self.out_file, "ab")
+        self.proc = subprocess.Popen(self.cmd("-DFOREGROUND"), stdin=subprocess.DEVNULL,
+                                     stdout=out, stderr=out, start_new_session=True)
+        out.close()
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def note_children(self):
+        if self.running():
+            self.known_pids.update(descendants_of(self.proc.pid))
+
+    def wait_ready(self, timeout=20):
+        def ready():
+            if not self.running():
+                raise AssertionError("apache2 exited with %s:\n%s" %
+                                     (self.proc.returncode, self.logs()))
+            return self.get("/healthz", timeout=5).status == 200
+        try:
+            wait_for(ready, timeout, "Apache /healthz == 200")
+        except Timeout as e:
+            raise AssertionError("%s\n%s" % (e, self.logs())) from None
+        self.note_children()
+        return self
+
+    def request(self, method, path, body=None, headers=None, timeout=10):
+        return http_request("127.0.0.1", self.port, method, path, body, headers, timeout)
+
+    def get(self, path, timeout=10):
+        return self.request("GET", path, timeout=timeout)
+
+    @property
+    def ws_url(self):
+        return "ws://127.0.0.1:%d%s" % (self.port, self.hub.ws_path)
+
+    def admin_processes(self):
+        """The wshub-admin processes mod_fcgid started below this Apache."""
+        if not self.running():
+            return []
+        return [p for p in descendants_of(self.proc.pid) if "wshub-admin" in pid_cmdline(p)]
+
+    def stop(self, timeout=15):
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.note_children()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+            return None
+
+    def strays(self):
+        return [(p, pid_cmdline(p)) for p in sorted(self.known_pids)
+                if pid_alive(p) and ("apache2" in pid_cmdline(p) or
+                                     "wshub-admin" in pid_cmdline(p))]
+
+    def logs(self, lines=60):
+        return "---- %s (tail) ----\n%s\n---- %s (tail) ----\n%s" % (
+            self.error_log, tail(self.error_log, lines), self.out_file, tail(self.out_file, lines))
+
+
+class Stack:
+    """Hub (+ workers + admin) and, optionally, nginx and/or Apache in front, in one private
+    directory. apache=True puts Apache in front with mod_proxy_fcgi to the hub's wshub-admin;
+    apache="fcgid" lets Apache spawn wshub-admin itself (the hub then starts none, and as root
+    gives its segment to www-data's group so the fcgid processes can map it)."""
+
+    def __init__(self, workers=2, options=None, nginx=True, nginx_workers=1, tls=False,
+                 apache=None, apache_clients=1000, apache_threads=0):
         self.base = make_base_dir()
+        if apache == "fcgid":
+            options = dict(options or {})
+            options.setdefault("admin_threads", "0")
+            if IS_ROOT:
+                options.setdefault("shm_group", "www-data")
+                options.setdefault("shm_mode", "0660")
         self.hub = Hub(self.base, workers=workers, options=options)
         self.nginx = Nginx(self.base, self.hub, worker_processes=nginx_workers,
                            tls=tls) if nginx else None
+        self.apache = Apache(self.base, self.hub, clients=apache_clients,
+                             threads_per_child=apache_threads, tls=tls,
+                             fcgid=apache == "fcgid") if apache else None
         self.problems = []  # teardown findings (stray processes, leftover segment)
 
     def start(self):
-        self.hub.start().wait_ready()
+        if self.hub.options.get("admin_threads") == "0":
+            # No wshub-admin of the hub's own to ask: a front (mod_fcgid) answers /healthz.
+            self.hub.start()
+            wait_for(lambda: os.path.exists(self.hub.segment) or not self.hub.running(), 10,
+                     "the hub's segment")
+            assert self.hub.running(), "wshub exited during start-up:\n" + self.hub.logs()
+        else:
+            self.hub.start().wait_ready()
         if self.nginx:
             self.nginx.start().wait_ready()
+        if self.apache:
+            self.apache.start().wait_ready()
+        self.hub.note_children()
         return self
 
-    # Admin API through nginx when there is one (the deployment path), else straight to the
-    # FastCGI socket.
+    # Admin API through the web server when there is one (the deployment path; nginx first),
+    # else straight to the FastCGI socket.
     def admin(self, method, path, body=None, headers=None, timeout=10):
-        if self.nginx:
-            return self.nginx.request(method, path, body, headers, timeout)
+        front = self.nginx or self.apache
+        if front:
+            return front.request(method, path, body, headers, timeout)
         return self.hub.fcgi(method, path, body or b"", headers, timeout)
 
     def broadcast(self, body, content_type="text/plain; charset=utf-8", channel=None):
@@ -712,6 +871,8 @@ class Stack:
         out = self.hub.logs()
         if self.nginx:
             out += "\n" + self.nginx.logs()
+        if self.apache:
+            out += "\n" + self.apache.logs()
         return out
 
     def teardown(self, keep=False):
@@ -746,8 +907,30 @@ class Stack:
                 self.problems.append("nginx processes left running: %r" % left)
                 for pid, _ in left:
                     _kill(pid)
+        if self.apache:
+            self._teardown_apache()
         if not keep and not self.problems:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+    def _teardown_apache(self):
+        """Stops Apache (and with it mod_fcgid's wshub-admin processes, whose stderr is in
+        Apache's error log: sanitizer reports there count too)."""
+        clean = self.apache.running()
+        rc = self.apache.stop()
+        if clean and rc != 0:
+            self.problems.append("apache2 exited with %r on SIGTERM at teardown" % rc)
+        try:
+            wait_for(lambda: not self.apache.strays(), 10, "Apache's processes to exit")
+        except Timeout:
+            left = self.apache.strays()
+            self.problems.append("Apache processes left running: %r" % left)
+            for pid, _ in left:
+                _kill(pid)
+        found = sanitizer_reports(self.apache.error_log)
+        if found:
+            self.problems.append("sanitizer reports in %s: %s" % (self.apache.error_log,
+                                                                 found[:5]))
 
 
 def _kill(pid):
