@@ -17,13 +17,13 @@
  * SIGPIPE to SIG_IGN at context creation, which we want too. Our ev_signal watchers are the only
  * handlers of TERM, INT and USR1.
  *
- * lws timers on a foreign libev loop (4.1.6): every lws timeout (keepalive pings and hangups,
- * handshake and close-ack deadlines, lws_set_timeout) lives on one sorted list driven by a
- * single ev_timer in the plugin. The plugin re-arms it with ev_timer_set() + ev_timer_start()
- * while it is still active, which libev ignores, so a timeout scheduled earlier than the armed
- * one waits for it: measured, a 1 s ping interval pinged only after 30 s (lws's periodic platform
- * timer). A 1 s self-rescheduling lws timer (worker_lws_tick) means the ev_timer is never armed
- * further than 1 s ahead, so lws timeouts fire at most ~1 s late.
+ * lws timers on a foreign libev loop (4.1.6): every lws timeout (handshake and close-ack
+ * deadlines, lws_set_timeout; keepalive is ours, worker_keepalive.c) lives on one sorted list
+ * driven by a single ev_timer in the plugin. The plugin re-arms it with ev_timer_set() +
+ * ev_timer_start() while it is still active, which libev ignores, so a timeout scheduled earlier
+ * than the armed one waits for it: measured, a 1 s ping interval pinged only after 30 s (lws's
+ * periodic platform timer). A 1 s self-rescheduling lws timer (worker_lws_tick) means the ev_timer
+ * is never armed further than 1 s ahead, so lws timeouts fire at most ~1 s late.
  *
  * Exit: after a graceful stop whose closes all completed, the context is destroyed normally;
  * when the drain deadline cut connections we _exit() instead, because lws_context_destroy() in
@@ -45,6 +45,8 @@
 #include "conntab.h"
 #include "log.h"
 #include "stats.h"
+
+#define WORKER_VERSION "0.1.0" /* keep equal to WSHUB_VERSION (hub/hub.h) */
 
 struct worker_args {
     long slot, generation, listen_fd, doorbell_fd;
@@ -232,13 +234,7 @@ static void worker_lws_log(int level, const char *line)
     log_at(level == LLL_ERR ? LOG_LEVEL_ERROR : LOG_LEVEL_WARN, 0, "lws: %.*s", (int)n, line);
 }
 
-static uint16_t ms_to_secs(uint32_t ms)
-{
-    uint32_t s = (ms + 999) / 1000;
-    return s > UINT16_MAX ? UINT16_MAX : (uint16_t)(s ? s : 1);
-}
-
-/* The one protocol and the keepalive policy, sized from the configuration. */
+/* The one protocol, sized from the configuration, and lws's keepalive policy (off). */
 static void worker_setup_protocol(struct worker *w)
 {
     struct lws_protocols *p = &w->protocols[0];
@@ -253,11 +249,9 @@ static void worker_setup_protocol(struct worker *w)
                             ? w->fan.max_payload + WORKER_FRAME_HDR_MAX
                             : WORKER_WRITE_BUDGET;
 
+    /* All zero: lws's validity timers are off (secs_since_valid_hangup 0); a NULL policy would
+     * get lws's default one. worker_keepalive.c pings and hangs up instead, and says why. */
     memset(&w->keepalive, 0, sizeof(w->keepalive));
-    w->keepalive.secs_since_valid_ping = ms_to_secs(w->conf.ping_interval_ms);
-    w->keepalive.secs_since_valid_hangup = ms_to_secs(w->conf.idle_timeout_ms);
-    if (w->keepalive.secs_since_valid_hangup <= w->keepalive.secs_since_valid_ping)
-        w->keepalive.secs_since_valid_hangup = w->keepalive.secs_since_valid_ping + 1;
 }
 
 /* See the top of this file: bounds how late any lws timeout can fire. */
@@ -313,6 +307,7 @@ static int worker_start(struct worker *w)
     if (worker_signal_start(w) < 0 || worker_accept_start(w) < 0)
         return WORKER_EXIT_RUNTIME;
     worker_fanout_start(w);
+    worker_keepalive_start(w);
     atomic_store(&w->self->ready_at_ms, shm_now_ms());
     atomic_store(&w->self->state, SHM_WORKER_RUNNING);
     log_notice("serving %s on fd %d (generation %u, worker_connections %u, buffer %llu bytes)",
@@ -334,11 +329,22 @@ static void worker_block_signals(void)
         log_warn(errno, "sigprocmask(SIG_BLOCK) failed");
 }
 
+/* `wshub-worker -v`: the versions of the libraries actually loaded (`wshub -v` shows this). */
+static int worker_print_version(void)
+{
+    const char *lws = lws_get_library_version(); /* "4.1.6-<git hash>", hash often empty */
+    printf("wshub-worker %s (libwebsockets %.*s, libev %d.%d)\n", WORKER_VERSION,
+           (int)strcspn(lws, "- "), lws, ev_version_major(), ev_version_minor());
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct worker w; /* static: big, and zeroed */
     int rc;
 
+    if (argc == 2 && (strcmp(argv[1], "-v") == 0 || strcmp(argv[1], "--version") == 0))
+        return worker_print_version();
     log_set_role("worker", -1);
     worker_block_signals();
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)

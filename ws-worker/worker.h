@@ -4,11 +4,13 @@
  * one libwebsockets context on a libev (epoll) loop it owns, accepts clients from the listening
  * socket every worker shares, and delivers every broadcast in the ring to each of its clients.
  *
- *   worker.c         main: arguments, configuration, attach, lws context, the loop, exit
- *   worker_accept.c  accept4() from the shared listening socket, hand-off to lws, the fd cap
- *   worker_fanout.c  the local buffer of ready-made frames, the ring pump, slow-consumer culling
- *   worker_proto.c   the one lws protocol callback: handshake checks, writes, closes, counters
- *   worker_signal.c  signals, the 1 s tick (hub still alive?) and the graceful stop
+ *   worker.c            main: arguments, configuration, attach, lws context, the loop, exit
+ *   worker_accept.c     accept4() from the shared listening socket, hand-off to lws, the fd cap
+ *   worker_fanout.c     the local buffer of ready-made frames, the ring pump, slow-consumer culling
+ *   worker_proto.c      the one lws protocol callback: handshake checks, closes, counters
+ *   worker_deliver.c    writing whole frames to connections: from the pump, or on WRITEABLE
+ *   worker_keepalive.c  pings for quiet clients, hang-ups for silent ones (not lws's timers)
+ *   worker_signal.c     signals, the 1 s tick (hub still alive?) and the graceful stop
  *
  * All state lives in one struct worker, reached from lws callbacks through the context's user
  * pointer; there are no globals shared between these files. Everything runs on the one loop
@@ -38,6 +40,8 @@
 #define WORKER_FRAME_HDR_MAX         10  /* largest server frame header (unmasked, 64-bit length) */
 #define WORKER_RX_BUFFER             128 /* lws receive buffer per connection (memory per client) */
 #define WORKER_CLOSE_GRACE_S         10 /* a closing client that does not drain is cut after this */
+#define WORKER_KEEPALIVE_MIN_PERIOD  0.1 /* seconds between keepalive walks, at least */
+#define WORKER_KEEPALIVE_MAX_PERIOD  1.0 /* and at most */
 #define WORKER_NO_FRAME              UINT64_MAX
 #define WORKER_CLOSE_TRY_AGAIN_LATER 1013 /* RFC 6455 registry; lws 4.1.6 has no name for it */
 
@@ -87,6 +91,9 @@ struct worker_conn {
     uint8_t close_reason;     /* enum shm_close_reason for close_at, valid if close_code */
     uint8_t counted;          /* counted in stats.connections (has a row) */
     uint8_t on_list;
+    uint8_t lws_closing;      /* lws started closing it (or a write failed): write nothing more */
+    uint8_t ping_outstanding; /* a keepalive ping went out since last_valid_ms */
+    uint8_t hung_up;          /* closed by worker_keepalive.c after idle_timeout */
 };
 
 struct worker {
@@ -122,6 +129,9 @@ struct worker {
     struct worker_fanout fan;
     ev_io doorbell_io;
     ev_prepare prepare;
+
+    /* keepalive (worker_keepalive.c) */
+    ev_timer keepalive_timer;
 
     /* connections (worker_proto.c) */
     struct worker_conn conns; /* list sentinel */
@@ -167,7 +177,22 @@ unsigned worker_handshake_check(struct worker *w, struct lws *wsi, enum shm_reje
  * earlier plan wins. */
 void worker_conn_schedule_close(struct worker_conn *c, uint64_t at, uint16_t code,
                                 enum shm_close_reason reason);
+/* Sends the planned close frame; only from a callback for c, which must then return -1. */
+int worker_conn_close_now(struct worker_conn *c);
 void worker_conns_drop_all(struct worker *w, enum shm_close_reason reason);
+
+/* worker_deliver.c */
+/* Writes the new frames to every connection that may be written to now; asks lws for WRITEABLE
+ * for the others that need it. Never call it from inside an lws callback. */
+void worker_deliver_all(struct worker *w);
+/* LWS_CALLBACK_SERVER_WRITEABLE: returns what the callback returns (-1 closes). */
+int worker_deliver_writeable(struct worker *w, struct worker_conn *c);
+/* Writes a keepalive ping if c may be written to now; sets ping_outstanding when it did. */
+void worker_deliver_ping(struct worker_conn *c);
+
+/* worker_keepalive.c */
+/* Starts the timer that pings quiet connections and hangs up on silent ones. */
+void worker_keepalive_start(struct worker *w);
 
 /* worker_signal.c */
 int worker_signal_start(struct worker *w);

@@ -4,7 +4,9 @@
  * the spot after room for its WebSocket header; the header (unmasked server frame: 0x81 text or
  * 0x82 binary, then a 7-, 16- or 64-bit length) is written in front of it and the frame is
  * final. Every connection then only keeps a frame number and writes runs of whole frames from
- * this buffer, so a broadcast costs one copy per worker, not one per client.
+ * this buffer, so a broadcast costs one copy per worker, not one per client. After a pump that
+ * brought new frames, worker_deliver_all() (worker_deliver.c) writes them to every idle
+ * connection at once.
  *
  * Header size depends on the payload length, which ring_read() only reports afterwards. We peek
  * at the next record's header in the segment (layout in shm_layout.h) to guess it; the guess is
@@ -14,8 +16,8 @@
  *
  * Overwrite rule: a frame is dropped from the index (head advances) as soon as a write touches
  * its bytes, or when the index itself is full (nframes entries, worker_buffer / 128). A
- * connection whose cursor is below head has lost data and is closed with 1013; WRITEABLE checks
- * this on every call, and a scan of all connections after each buffer lap (or each half lap of
+ * connection whose cursor is below head has lost data and is closed with 1013; every write path
+ * checks this, and a scan of all connections after each buffer lap (or each half lap of
  * the index) catches the ones that are not writable at all. A lapped cursor is never read.
  * The pump drains the shared ring eagerly, so worker_buffer (plus the kernel's socket buffers)
  * is the backlog a client may have: a burst larger than that, published faster than a client
@@ -219,7 +221,7 @@ void worker_fanout_pump(struct worker *w)
     if (entries)
         atomic_store_explicit(&w->stats->last_seq, last_seq, memory_order_relaxed);
     fanout_scan_lapped(w);
-    lws_callback_on_writable_all_protocol(w->ctx, &w->protocols[0]);
+    worker_deliver_all(w);
 }
 
 uint64_t worker_fanout_gather(const struct worker_fanout *f, uint64_t cursor, uint64_t limit,

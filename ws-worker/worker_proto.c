@@ -8,25 +8,21 @@
  * responses are written by hand (proto_send_status) because lws_return_http_status() says
  * "HTTP/1.0" on the upgrade path in 4.1.6.
  *
- * Delivery: on SERVER_WRITEABLE a connection writes the whole frames between its cursor and the
- * buffer tail that are contiguous in memory, up to WORKER_WRITE_BUDGET bytes but at least one
- * frame, with ONE lws_write(LWS_WRITE_RAW). LWS_WRITE_RAW (== LWS_WRITE_HTTP) goes straight to
- * lws_issue_raw() without ws framing (lib/roles/ws/ops-ws.c, v4.1.6), so it needs no LWS_PRE.
- * We never write part of a frame: lws may put a ping or a close frame between two writes, and
- * only lws's own partial-send buffer (flushed before anything else is sent) keeps frames whole.
- * While that buffer holds data, WRITEABLE does nothing: lws calls us again when it is flushed.
- * The cost: what the socket did not take is copied to the heap by lws, at most one write per
- * connection (a budget, or one maximal frame: up to max_message bytes for a stalled client).
+ * Delivery is worker_deliver.c: the pump writes to idle connections directly, SERVER_WRITEABLE
+ * serves the rest. We never write part of a frame: lws may put a pong or a close frame between
+ * two writes, and only lws's own partial-send buffer (flushed before anything else is sent) keeps
+ * frames whole. LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL marks a connection lws has started to close,
+ * after which no data frame is written.
  *
  * Closing: worker_conn_schedule_close() sets a frame number at which the connection is closed
  * with a given code (1013 slow consumer or lapped worker, 1001 shutdown). The close happens in
  * WRITEABLE (lws_close_reason + return -1) once everything before that frame was sent, and a
  * WORKER_CLOSE_GRACE_S timeout cuts a client that does not read even that.
  *
- * Keepalive is lws's retry_and_idle_policy (ping after ping_interval without a pong, hang up
- * after idle_timeout); any message from the client also counts as a sign of life. The reason
+ * Keepalive is worker_keepalive.c (ping after ping_interval without a sign of life, hang up
+ * after idle_timeout); a pong or any message from the client is a sign of life. The reason
  * recorded in stats closed[] is ours when we sent a close, else the client's close code, else
- * IDLE_TIMEOUT when nothing valid arrived for idle_timeout (the policy hung up), else PEER_GONE.
+ * IDLE_TIMEOUT when the keepalive hung up, else PEER_GONE.
  */
 #include "worker.h"
 
@@ -198,7 +194,7 @@ static const char *close_text(const struct worker_conn *c)
 }
 
 /* Sends our close frame (after lws flushes anything buffered). The caller returns -1. */
-static int conn_close_now(struct worker_conn *c)
+int worker_conn_close_now(struct worker_conn *c)
 {
     const char *text = close_text(c);
     lws_close_reason(c->wsi, (enum lws_close_status)c->close_code, (unsigned char *)text,
@@ -223,13 +219,13 @@ static enum shm_close_reason peer_close_reason(uint16_t code)
     }
 }
 
-static enum shm_close_reason conn_close_reason(struct worker *w, const struct worker_conn *c)
+static enum shm_close_reason conn_close_reason(const struct worker_conn *c)
 {
     if (c->close_code != 0 && (c->close_at <= c->cursor || c->peer_close_code == 0))
         return (enum shm_close_reason)c->close_reason; /* sent, or cut while planned */
     if (c->peer_close_code != 0)
         return peer_close_reason(c->peer_close_code);
-    if (mono_ms() - c->last_valid_ms + 500 >= w->keepalive.secs_since_valid_hangup * 1000ULL)
+    if (c->hung_up)
         return SHM_CLOSE_IDLE_TIMEOUT;
     return SHM_CLOSE_PEER_GONE;
 }
@@ -288,61 +284,22 @@ static void conn_established(struct worker *w, struct worker_conn *c, struct lws
         worker_conn_schedule_close(c, c->cursor, LWS_CLOSE_STATUS_GOINGAWAY, SHM_CLOSE_SHUTDOWN);
 }
 
-/* Writes one run of whole frames from the cursor and accounts for it. Returns 0 or -1. */
-static int conn_send(struct worker *w, struct worker_conn *c, uint64_t limit)
+/* A pong or any message: the client is alive (worker_keepalive.c). */
+static void conn_note_alive(struct worker_conn *c)
 {
-    const struct worker_fanout *f = &w->fan;
-    const uint8_t *ptr;
-    size_t len;
-    uint64_t n = worker_fanout_gather(f, c->cursor, limit, WORKER_WRITE_BUDGET, &ptr, &len);
-    if (lws_write(c->wsi, (unsigned char *)ptr, len, LWS_WRITE_RAW) < (int)len)
-        return -1;
-    uint64_t now = shm_mono_ns(), payload = 0;
-    for (uint64_t k = c->cursor; k < c->cursor + n; k++) {
-        const struct worker_frame *fr = worker_fanout_frame(f, k);
-        payload += fr->len - fr->hdr_len;
-        uint64_t age = now > fr->published_ns ? now - fr->published_ns : 0;
-        stats_latency_add(w->stats, age / 1000u, 1);
-    }
-    c->cursor += n;
-    stats_add(&w->stats->messages_out, n);
-    stats_add(&w->stats->bytes_out, payload);
-    stats_add(&w->stats->writes, 1);
-    if (c->row != CONNTAB_NONE)
-        conntab_note_out(&w->shm, c->row, n, payload);
-    return 0;
-}
-
-static int conn_writeable(struct worker *w, struct worker_conn *c)
-{
-    if (!c->on_list || lws_partial_buffered(c->wsi))
-        return 0; /* lws is still flushing the last write: it calls us again */
-    if (c->cursor < w->fan.head)
-        worker_conn_schedule_close(c, c->cursor, WORKER_CLOSE_TRY_AGAIN_LATER,
-                                   SHM_CLOSE_SLOW_CONSUMER);
-    uint64_t limit = c->close_at < w->fan.tail ? c->close_at : w->fan.tail;
-    if (c->cursor < limit && conn_send(w, c, limit) < 0)
-        return -1;
-    if (c->cursor >= c->close_at) {
-        if (lws_partial_buffered(c->wsi))
-            return 0; /* close after the flush */
-        return conn_close_now(c);
-    }
-    if (c->cursor < w->fan.tail)
-        lws_callback_on_writable(c->wsi);
-    return 0;
+    c->last_valid_ms = mono_ms();
+    c->ping_outstanding = 0;
 }
 
 static int conn_receive(struct worker *w, struct worker_conn *c, size_t len)
 {
-    c->last_valid_ms = mono_ms();
-    lws_validity_confirmed(c->wsi); /* any client traffic counts as alive, not only pongs */
+    conn_note_alive(c);
     c->rx_msg_len += len;
     if (c->rx_msg_len > w->conf.client_max_message) {
         c->close_at = c->cursor;
         c->close_code = LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE;
         c->close_reason = SHM_CLOSE_TOO_BIG;
-        return conn_close_now(c);
+        return worker_conn_close_now(c);
     }
     if (lws_is_final_fragment(c->wsi)) {
         stats_add(&w->stats->messages_in, 1);
@@ -358,7 +315,7 @@ static void conn_closed(struct worker *w, struct worker_conn *c)
 {
     if (!c->on_list)
         return;
-    conn_account_close(w, c, conn_close_reason(w, c));
+    conn_account_close(w, c, conn_close_reason(c));
     if (w->draining)
         worker_stop_check(w);
 }
@@ -378,11 +335,11 @@ int worker_proto_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
         conn_established(w, c, wsi);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return conn_writeable(w, c);
+        return worker_deliver_writeable(w, c);
     case LWS_CALLBACK_RECEIVE:
         return conn_receive(w, c, len);
     case LWS_CALLBACK_RECEIVE_PONG:
-        c->last_valid_ms = mono_ms();
+        conn_note_alive(c);
         return 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (len >= 2)
@@ -390,6 +347,10 @@ int worker_proto_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
                 (uint16_t)(((const uint8_t *)in)[0] << 8 | ((const uint8_t *)in)[1]);
         else
             c->peer_close_code = LWS_CLOSE_STATUS_NORMAL;
+        return 0;
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+        if (c != NULL)
+            c->lws_closing = 1; /* lws is closing: no data frame may follow (worker_deliver.c) */
         return 0;
     case LWS_CALLBACK_CLOSED:
         conn_closed(w, c);
