@@ -78,10 +78,17 @@ static void admin_usage(FILE *out)
             "Usage: wshub-admin [-c FILE] [--option=value ...]\n"
             "\n"
             "The wshub admin FastCGI program. Routes (on REQUEST_URI):\n"
-            "  POST /admin/broadcast[?channel=NAME]  body = message; 202 {\"seq\":N}\n"
-            "  GET  /admin/stats.json                 hub, ring, connections, workers\n"
-            "  GET  /metrics                          Prometheus text format\n"
-            "  GET  /healthz                          200 when the hub and all workers run\n"
+            "  GET    /admin/                          the stats page (page.js, page.css)\n"
+            "  POST   /admin/broadcast[?channel=NAME]  body = message; 202 {\"seq\":N}\n"
+            "  GET    /admin/stats.json                hub, ring, connections, workers\n"
+            "  GET    /admin/connections[?user=&limit=&offset=]  connection table rows\n"
+            "  DELETE /admin/connections/ID[?code=N]   close one connection (default 1008)\n"
+            "  POST   /admin/workers/restart           ask the hub for a rolling restart\n"
+            "  GET    /metrics                         Prometheus text format\n"
+            "  GET    /healthz                         200 when the hub and all workers run\n"
+            "\n"
+            "With admin_token set, requests need \"Authorization: Bearer <token>\" (the page\n"
+            "shell, and /metrics and /healthz unless made private, excepted).\n"
             "\n"
             "It serves the FastCGI socket on fd 0 when started by wshub, spawn-fcgi or\n"
             "mod_fcgid; otherwise it opens admin_socket itself. SIGTERM stops it after the\n"
@@ -123,6 +130,8 @@ static void admin_configure(struct admin_ctx *ctx, int argc, char **argv)
     }
     if (ctx->conf.admin_threads < 1)
         ctx->conf.admin_threads = 1;
+    if (admin_auth_init(&ctx->conf) < 0)
+        exit(2);
 }
 
 /* ---- the listening socket ---- */

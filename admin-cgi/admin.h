@@ -6,8 +6,11 @@
  * unmaps memory a request is reading). Everything else lives in one thread's struct admin_thread.
  *
  * Modules: admin.c (main, threads, signals), admin_http.c (request and response helpers, routing),
- * admin_broadcast.c (POST /admin/broadcast), admin_stats.c (stats.json, metrics, healthz),
- * admin_segment.c (attach and re-attach), admin_utf8.c (strict UTF-8 check).
+ * admin_auth.c (bearer token, CSRF checks), admin_broadcast.c (POST /admin/broadcast),
+ * admin_stats.c (stats.json, metrics, healthz), admin_page.c (the stats page, its script and
+ * style, embedded from admin_page.* at build time), admin_conns.c (connection list and kicks),
+ * admin_workers.c (rolling restart request), admin_segment.c (attach and re-attach),
+ * admin_utf8.c (strict UTF-8 check).
  */
 #ifndef WSHUB_ADMIN_H
 #define WSHUB_ADMIN_H
@@ -27,6 +30,7 @@
 #define ADMIN_HUB_MAX_AGE_MS  3000 /* a heartbeat older than this means the hub is gone */
 #define ADMIN_PATH_MAX        512  /* longest REQUEST_URI path we route */
 #define ADMIN_OUT_INITIAL_CAP 4096
+#define ADMIN_CSRF_TOKEN_LEN  32 /* hex digits */
 
 /* ---- growable output buffer (admin_http.c) ---- */
 
@@ -110,6 +114,7 @@ struct admin_req {
     const char *method;
     char path[ADMIN_PATH_MAX]; /* REQUEST_URI up to '?', not decoded */
     const char *query;         /* after '?', or "" */
+    const char *path_rest;     /* for a prefix route: the path after the prefix, else "" */
     int head_only;             /* HEAD on a GET route: headers only */
     int responded;             /* a response was (or failed to be) written */
     struct admin_seg *seg;     /* set by admin_req_segment(), released after the handler */
@@ -141,15 +146,31 @@ struct admin_seg *admin_req_segment(struct admin_req *r);
  * when absent, -1 when the value is malformed (bad %-escape, NUL) or does not fit out. */
 int admin_query_get(const char *query, const char *name, char *out, size_t outlen);
 
-/* Authentication seam: returns 1 when the request may proceed, else answers and returns 0. */
+/* ---- authentication and CSRF (admin_auth.c) ---- */
+
+/* Checks conf.admin_token at start and warns when there is none. Returns 0, or -1 when the
+ * token cannot be used (characters a bearer token cannot carry). */
+int admin_auth_init(const struct conf *c);
+/* Bearer token: returns 1 when the request may proceed, else answers 401 and returns 0. */
 int admin_auth_check(struct admin_req *r);
+/* For state-changing routes: returns 1 when the request is not a browser's or proves it comes
+ * from our page, else answers (403, or 503 without a hub) and returns 0. */
+int admin_csrf_check(struct admin_req *r);
+/* Writes the segment's CSRF token (ADMIN_CSRF_TOKEN_LEN hex digits) to out. Returns 0 or -1. */
+int admin_csrf_token(struct shm *s, char *out, size_t outlen);
 
 /* ---- handlers ---- */
 
-void admin_handle_broadcast(struct admin_req *r);  /* admin_broadcast.c */
-void admin_handle_stats_json(struct admin_req *r); /* admin_stats.c */
-void admin_handle_metrics(struct admin_req *r);    /* admin_stats.c */
-void admin_handle_healthz(struct admin_req *r);    /* admin_stats.c */
+void admin_handle_broadcast(struct admin_req *r);   /* admin_broadcast.c */
+void admin_handle_stats_json(struct admin_req *r);  /* admin_stats.c */
+void admin_handle_metrics(struct admin_req *r);     /* admin_stats.c */
+void admin_handle_healthz(struct admin_req *r);     /* admin_stats.c */
+void admin_handle_page(struct admin_req *r);        /* admin_page.c */
+void admin_handle_page_js(struct admin_req *r);     /* admin_page.c */
+void admin_handle_page_css(struct admin_req *r);    /* admin_page.c */
+void admin_handle_connections(struct admin_req *r); /* admin_conns.c */
+void admin_handle_kick(struct admin_req *r);        /* admin_conns.c */
+void admin_handle_restart(struct admin_req *r);     /* admin_workers.c */
 
 /* ---- UTF-8 (admin_utf8.c) ---- */
 

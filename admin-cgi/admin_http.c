@@ -1,9 +1,12 @@
 /* admin_http.c -- one FastCGI request: routing, response writing, query strings, JSON helpers.
  *
  * Routing uses REQUEST_URI (its path, query stripped, not decoded) against one table of
- * {method, path, handler}: nginx and Apache disagree on SCRIPT_NAME and PATH_INFO, but both pass
- * the URI the client sent. A known path with the wrong method gets 405 and an Allow header; HEAD
- * is served wherever GET is, by running the GET handler and dropping the body.
+ * {method, path, handler, auth, csrf}: nginx and Apache disagree on SCRIPT_NAME and PATH_INFO,
+ * but both pass the URI the client sent. A path ending in '/' with `prefix` set also matches
+ * longer paths (/admin/connections/{id}); the rest goes to the handler as r->path_rest. A known
+ * path with the wrong method gets 405 and an Allow header; HEAD is served wherever GET is, by
+ * running the GET handler and dropping the body. Before the handler: the bearer token where the
+ * route's auth mode asks for it, then the CSRF check on state-changing routes (admin_auth.c).
  *
  * Every response goes through admin_respond(), which writes one "Status:" line, Content-Type,
  * Content-Length and Cache-Control: no-store, and marks the request answered so a handler can
@@ -11,7 +14,7 @@
  * admin_respond_error(). A web server that went away shows up as a failed FCGX_PutStr(); we log
  * it at debug level and move on (SIGPIPE is ignored, see admin.c).
  *
- * Seams for later issues: admin_auth_check() (bearer token) and the commented routes below.
+ * Seam for a later issue: admin_auth_check() may also accept a JWT with an admin claim.
  */
 #include "admin.h"
 
@@ -24,20 +27,34 @@
 
 #define ADMIN_KEEP_BUF (1u << 20) /* buffers above this are freed after the request */
 
+/* When a route needs the bearer token (if one is configured). */
+enum admin_auth_mode {
+    AUTH_NONE,    /* the stats page's static shell: no data in it */
+    AUTH_TOKEN,   /* always */
+    AUTH_METRICS, /* unless metrics_public */
+    AUTH_HEALTHZ  /* unless healthz_public */
+};
+
 struct admin_route {
     const char *method;
     const char *path;
     admin_handler_fn handler;
-    int needs_auth; /* checked by admin_auth_check() */
+    enum admin_auth_mode auth;
+    int csrf;   /* state-changing: admin_csrf_check() */
+    int prefix; /* path ends in '/' and matches longer paths too */
 };
 
-/* Later issues add: GET /admin/stats (HTML page), POST /admin/workers/restart,
- * GET /admin/connections. Whether /metrics and /healthz need the token is decided with it. */
 static const struct admin_route admin_routes[] = {
-    {"POST", "/admin/broadcast", admin_handle_broadcast, 1},
-    {"GET", "/admin/stats.json", admin_handle_stats_json, 1},
-    {"GET", "/metrics", admin_handle_metrics, 0},
-    {"GET", "/healthz", admin_handle_healthz, 0},
+    {"GET", "/admin/", admin_handle_page, AUTH_NONE, 0, 0},
+    {"GET", "/admin/page.js", admin_handle_page_js, AUTH_NONE, 0, 0},
+    {"GET", "/admin/page.css", admin_handle_page_css, AUTH_NONE, 0, 0},
+    {"POST", "/admin/broadcast", admin_handle_broadcast, AUTH_TOKEN, 1, 0},
+    {"GET", "/admin/stats.json", admin_handle_stats_json, AUTH_TOKEN, 0, 0},
+    {"GET", "/admin/connections", admin_handle_connections, AUTH_TOKEN, 0, 0},
+    {"DELETE", "/admin/connections/", admin_handle_kick, AUTH_TOKEN, 1, 1},
+    {"POST", "/admin/workers/restart", admin_handle_restart, AUTH_TOKEN, 1, 0},
+    {"GET", "/metrics", admin_handle_metrics, AUTH_METRICS, 0, 0},
+    {"GET", "/healthz", admin_handle_healthz, AUTH_HEALTHZ, 0, 0},
 };
 
 #define N_ROUTES (sizeof(admin_routes) / sizeof(admin_routes[0]))
@@ -162,6 +179,8 @@ static const char *http_reason(int status)
         return "Payload Too Large";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
     default:
@@ -337,18 +356,6 @@ int admin_query_get(const char *query, const char *name, char *out, size_t outle
     return 0;
 }
 
-/* ---- authentication seam ---- */
-
-/* Later issue: when a token is configured, require "Authorization: Bearer <token>"
- * (HTTP_AUTHORIZATION; Apache passes it only with CGIPassAuth On), compare it in constant time
- * and answer 401 with WWW-Authenticate: Bearer otherwise. No token option exists yet, so every
- * request is allowed. */
-int admin_auth_check(struct admin_req *r)
-{
-    (void)r;
-    return 1;
-}
-
 /* ---- routing ---- */
 
 static int parse_request_uri(struct admin_req *r)
@@ -366,6 +373,18 @@ static int parse_request_uri(struct admin_req *r)
     return 0;
 }
 
+/* Matches a route's path; sets r->path_rest for a prefix route. */
+static int route_path_matches(const struct admin_route *rt, struct admin_req *r)
+{
+    if (!rt->prefix)
+        return strcmp(rt->path, r->path) == 0;
+    size_t n = strlen(rt->path);
+    if (strncmp(rt->path, r->path, n) != 0 || r->path[n] == '\0')
+        return 0;
+    r->path_rest = r->path + n;
+    return 1;
+}
+
 /* Finds the route for method and path. On a method mismatch returns NULL and lists the
  * methods the path does accept in allow (empty when the path is unknown). */
 static const struct admin_route *route_find(struct admin_req *r, char *allow, size_t allowlen)
@@ -373,7 +392,7 @@ static const struct admin_route *route_find(struct admin_req *r, char *allow, si
     allow[0] = '\0';
     for (size_t i = 0; i < N_ROUTES; i++) {
         const struct admin_route *rt = &admin_routes[i];
-        if (strcmp(rt->path, r->path) != 0)
+        if (!route_path_matches(rt, r))
             continue;
         if (strcmp(rt->method, r->method) == 0)
             return rt;
@@ -405,6 +424,20 @@ static void respond_no_route(struct admin_req *r, const char *allow)
     respond_error_buf(r, 405, headers, &b);
 }
 
+static int route_needs_auth(const struct admin_route *rt, const struct conf *c)
+{
+    switch (rt->auth) {
+    case AUTH_TOKEN:
+        return 1;
+    case AUTH_METRICS:
+        return !c->metrics_public;
+    case AUTH_HEALTHZ:
+        return !c->healthz_public;
+    default:
+        return 0;
+    }
+}
+
 static void release_buffers(struct admin_thread *thr)
 {
     if (thr->out.cap > ADMIN_KEEP_BUF)
@@ -417,7 +450,8 @@ static void release_buffers(struct admin_thread *thr)
 
 void admin_http_serve(struct admin_thread *thr)
 {
-    struct admin_req r = {.thr = thr, .ctx = thr->ctx, .fcgi = &thr->fcgi, .query = ""};
+    struct admin_req r = {
+        .thr = thr, .ctx = thr->ctx, .fcgi = &thr->fcgi, .query = "", .path_rest = ""};
     char allow[64];
     const char *method = admin_req_param(&r, "REQUEST_METHOD");
     r.method = method ? method : "";
@@ -431,7 +465,9 @@ void admin_http_serve(struct admin_thread *thr)
         respond_no_route(&r, allow);
         goto out;
     }
-    if (rt->needs_auth && !admin_auth_check(&r))
+    if (route_needs_auth(rt, &r.ctx->conf) && !admin_auth_check(&r))
+        goto out;
+    if (rt->csrf && !admin_csrf_check(&r))
         goto out;
     rt->handler(&r);
     if (!r.responded) {

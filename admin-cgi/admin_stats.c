@@ -10,8 +10,13 @@
  * counters, per-worker series labelled worker="N", reasons as reason="...". The delivery-latency
  * histogram is summed over workers; workers keep only log2 microsecond buckets, so _sum is
  * estimated from bucket midpoints, and the last bucket (which also holds anything larger) is
- * reported only under +Inf. healthz: ok when the hub is alive and every worker slot of the
- * current generation is RUNNING.
+ * reported only under +Inf. The broadcast-size histogram comes from the ring's log2 buckets,
+ * whose bounds are exact powers of two (bucket i: up to 2^i bytes), and its _sum is the ring's
+ * published_bytes. healthz: ok when the hub is alive and every worker slot of the current
+ * generation is RUNNING.
+ *
+ * stats.json also carries the CSRF token in an X-CSRF-Token header, so the stats page follows a
+ * hub restart (new segment, new token) without a reload; only same-origin scripts can read it.
  *
  * Responses are built in the thread's output buffer and sent with one admin_respond().
  */
@@ -23,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "admin_bridge.h"
 #include "conntab.h"
 #include "ring.h"
 #include "stats.h"
@@ -90,12 +96,13 @@ static void json_hub(struct admin_buf *b, const struct shm *s, uint64_t now)
     admin_buf_printf(b,
                      "\"hub\":{\"pid\":%d,\"state\":\"%s\",\"epoch\":\"%016llx\","
                      "\"generation\":%u,\"workers_configured\":%u,\"started_at_ms\":%llu,"
-                     "\"uptime_s\":%.3f,\"heartbeat_age_ms\":%llu},",
+                     "\"uptime_s\":%.3f,\"heartbeat_age_ms\":%llu,\"restart_requested\":%llu},",
                      (int)atomic_load_explicit(&h->hub_pid, memory_order_relaxed),
                      hub_state_name(load32(&h->hub_state)), (unsigned long long)h->epoch,
                      load32(&h->generation), load32(&h->workers_configured),
                      (unsigned long long)h->created_at_ms, age_seconds(now, h->created_at_ms),
-                     (unsigned long long)(now > beat ? now - beat : 0));
+                     (unsigned long long)(now > beat ? now - beat : 0),
+                     (unsigned long long)load64(&h->restart_requested));
 }
 
 static void json_ring(struct admin_buf *b, const struct shm *s)
@@ -202,6 +209,7 @@ void admin_handle_stats_json(struct admin_req *r)
     json_ring(b, s);
     json_conntab(b, s);
     json_totals(b, s);
+    admin_bridge_json(b, s); /* Redis bridge (issue 8): "redis_bridge":{...} */
     admin_buf_puts(b, "\"workers\":[");
     int first = 1;
     for (unsigned i = 0; i < SHM_MAX_WORKERS; i++) {
@@ -214,7 +222,13 @@ void admin_handle_stats_json(struct admin_req *r)
         json_worker(b, w, i, now);
     }
     admin_buf_puts(b, "]}\n");
-    send_buffer(r, 200, "application/json");
+    char token[ADMIN_CSRF_TOKEN_LEN + 1], hdr[ADMIN_CSRF_TOKEN_LEN + 32] = "";
+    if (admin_csrf_token(&r->seg->shm, token, sizeof(token)) == 0)
+        snprintf(hdr, sizeof(hdr), "X-CSRF-Token: %s\r\n", token);
+    if (b->failed)
+        admin_respond_error(r, 500, "out of memory", NULL);
+    else
+        admin_respond(r, 200, "application/json", hdr, b->data, b->len);
 }
 
 /* ---- /metrics ---- */
@@ -253,6 +267,8 @@ static void prom_hub(struct admin_buf *b, const struct shm *s, uint64_t now)
                load32(&h->workers_configured));
     prom_value(b, "wshub_workers_running", "gauge",
                "Worker slots of the current generation in state running.", running);
+    prom_value(b, "wshub_restart_requests_total", "counter",
+               "Rolling restarts requested through the admin API.", load64(&h->restart_requested));
 }
 
 static void prom_ring(struct admin_buf *b, const struct shm *s)
@@ -436,6 +452,29 @@ static void prom_latency(struct admin_buf *b, const struct prom_workers *pw)
     admin_buf_printf(b, "wshub_delivery_latency_seconds_count %llu\n", (unsigned long long)cum);
 }
 
+/* Broadcast payload sizes from the ring's buckets: bucket k holds sizes up to 2^k bytes. */
+static void prom_message_size(struct admin_buf *b, const struct shm *s)
+{
+    const struct shm_ring_ctl *rc = &s->hdr->ring;
+    uint64_t bucket[SHM_SIZE_BUCKETS], cum = 0;
+    for (int k = 0; k < SHM_SIZE_BUCKETS; k++)
+        bucket[k] = load64(&rc->size_hist[k]);
+    prom_family(b, "wshub_broadcast_message_size_bytes", "histogram",
+                "Payload size of each broadcast appended to the ring.");
+    for (unsigned k = 0; k < SHM_SIZE_BUCKETS; k++) {
+        cum += bucket[k];
+        if (k + 1 == SHM_SIZE_BUCKETS)
+            break; /* the last bucket is open-ended: +Inf only */
+        admin_buf_printf(b, "wshub_broadcast_message_size_bytes_bucket{le=\"%llu\"} %llu\n",
+                         1ULL << k, (unsigned long long)cum);
+    }
+    admin_buf_printf(b, "wshub_broadcast_message_size_bytes_bucket{le=\"+Inf\"} %llu\n",
+                     (unsigned long long)cum);
+    admin_buf_printf(b, "wshub_broadcast_message_size_bytes_sum %llu\n",
+                     (unsigned long long)load64(&rc->published_bytes));
+    admin_buf_printf(b, "wshub_broadcast_message_size_bytes_count %llu\n", (unsigned long long)cum);
+}
+
 static void prom_workers_read(const struct shm *s, struct prom_workers *pw)
 {
     pw->n = 0;
@@ -464,6 +503,8 @@ void admin_handle_metrics(struct admin_req *r)
     prom_worker_counters(b, &pw);
     prom_worker_reasons(b, &pw);
     prom_latency(b, &pw);
+    prom_message_size(b, s);
+    admin_bridge_prom(b, s); /* Redis bridge (issue 8): wshub_bridge_* */
     send_buffer(r, 200, "text/plain; version=0.0.4; charset=utf-8");
 }
 

@@ -64,6 +64,8 @@ static const struct option_def options[] = {
      "close a client silent this long (it did not answer pings)"},
     {"shutdown_timeout", OPT_MS, F(shutdown_timeout_ms), 100, HOUR_MS, "10s",
      "on stop, how long workers may drain before they are killed"},
+    {"restart_spread", OPT_MS, F(restart_spread_ms), 0, HOUR_MS, "2s",
+     "rolling restart (SIGHUP): old workers close their clients (1012) spread over this long"},
     {"respawn_delay_max", OPT_MS, F(respawn_delay_max_ms), 100, HOUR_MS, "30s",
      "longest wait before respawning a worker that keeps crashing"},
     {"run_dir", OPT_STR, F(run_dir), 0, 0, "/run/wshub", "directory for sockets and the pid file"},
@@ -90,6 +92,22 @@ static const struct option_def options[] = {
     {"log_level", OPT_STR, F(log_level), 0, 0, "info", "error, warn, notice, info or debug"},
     {"log_file", OPT_STR, F(log_file), 0, 0, "", "log file; empty = stderr"},
     {"pid_file", OPT_STR, F(pid_file), 0, 0, "", "write the hub's pid here; empty = none"},
+    {"redis", OPT_STR, F(redis), 0, 0, "",
+     "Redis for a cluster of instances (host:port, [v6]:port, /path.sock); empty = single node"},
+    {"redis_user", OPT_STR, F(redis_user), 0, 0, "", "Redis ACL user; empty = password only"},
+    {"redis_password", OPT_STR, F(redis_password), 0, 0, "", "Redis AUTH password; empty = none"},
+    {"redis_prefix", OPT_STR, F(redis_prefix), 0, 0, "wshub:",
+     "prefix of the Redis keys (stream, cursors); the same on every instance of a cluster"},
+    {"redis_node", OPT_STR, F(redis_node), 0, 0, "",
+     "this instance's node id in the cluster; empty = <hostname>:<instance>"},
+    {"redis_maxlen", OPT_INT, F(redis_maxlen), 1000, 1000000000, "100000",
+     "entries the cluster stream keeps (XADD MAXLEN ~)"},
+    {"redis_backlog", OPT_SIZE64, F(redis_backlog), 64 * KB, 64 * GB, "64m",
+     "memory for local messages waiting while Redis is unreachable; beyond it they stay local"},
+    {"redis_timeout", OPT_MS, F(redis_timeout_ms), 10, 60000, "250ms",
+     "Redis connect and command timeout; a slower Redis opens the circuit breaker"},
+    {"redis_backoff_max", OPT_MS, F(redis_backoff_max_ms), 100, HOUR_MS, "5s",
+     "longest wait between reconnection attempts to Redis (exponential, with jitter)"},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -439,6 +457,34 @@ static int conf_fail(const struct conf *c, const char *name, char *err, size_t e
     return -1;
 }
 
+/* Redis bridge: an address hiredis can connect to, and ids that are safe inside key names. */
+static int check_redis_word(const char *s, int empty_ok)
+{
+    if (*s == '\0')
+        return empty_ok ? 0 : -1;
+    for (; *s; s++) {
+        if (!isgraph((unsigned char)*s))
+            return -1;
+    }
+    return 0;
+}
+
+static int check_redis(const struct conf *c, char *err, size_t errlen)
+{
+    char host[128];
+    int port;
+    const char *path = strncmp(c->redis, "unix:", 5) == 0 ? c->redis + 5 : c->redis;
+    if (c->redis[0] != '\0' && path[0] != '/' &&
+        conf_split_hostport(c->redis, host, sizeof(host), &port) < 0)
+        return conf_fail(c, "redis", err, errlen,
+                         "expected host:port, [v6]:port or a socket path, got '%s'", c->redis);
+    if (check_redis_word(c->redis_prefix, 1) < 0)
+        return conf_fail(c, "redis_prefix", err, errlen, "no spaces or control characters");
+    if (check_redis_word(c->redis_node, 1) < 0)
+        return conf_fail(c, "redis_node", err, errlen, "no spaces or control characters");
+    return 0;
+}
+
 int conf_finalize(struct conf *c, char *err, size_t errlen)
 {
     char host[128];
@@ -471,6 +517,8 @@ int conf_finalize(struct conf *c, char *err, size_t errlen)
         return conf_fail(c, "shm_mode", err, errlen,
                          "must include 0600 and nothing beyond 0660, got %04o", c->shm_mode);
     }
+    if (check_redis(c, err, errlen) < 0)
+        return -1;
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n < 1 ? 1 : (n > CONF_MAX_WORKERS ? CONF_MAX_WORKERS : (int)n);
@@ -499,32 +547,52 @@ void conf_print_options(FILE *out)
     }
 }
 
+/* One option's value in file syntax, strings without their quotes. Returns 0 or -1. */
+static int format_value(const struct conf *c, const struct option_def *o, char *out, size_t outlen)
+{
+    const char *field = (const char *)c + o->offset;
+    int n = -1;
+    switch (o->type) {
+    case OPT_STR:
+        n = snprintf(out, outlen, "%s", field);
+        break;
+    case OPT_INT:
+        n = snprintf(out, outlen, "%d", *(const int *)field);
+        break;
+    case OPT_MODE:
+        n = snprintf(out, outlen, "%04o", *(const unsigned *)field);
+        break;
+    case OPT_MS:
+        n = snprintf(out, outlen, "%ums", *(const uint32_t *)field);
+        break;
+    case OPT_SIZE32:
+        n = snprintf(out, outlen, "%u", *(const uint32_t *)field);
+        break;
+    case OPT_SIZE64:
+        n = snprintf(out, outlen, "%llu", (unsigned long long)*(const uint64_t *)field);
+        break;
+    }
+    return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
 void conf_dump(const struct conf *c, FILE *out)
 {
+    char value[CONF_PATH_MAX + 1];
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct option_def *o = &options[i];
-        const char *field = (const char *)c + o->offset;
-        switch (o->type) {
-        case OPT_STR:
-            fprintf(out, "%-22s \"%s\"\n", o->name, field);
-            break;
-        case OPT_INT:
-            fprintf(out, "%-22s %d\n", o->name, *(const int *)field);
-            break;
-        case OPT_MODE:
-            fprintf(out, "%-22s %04o\n", o->name, *(const unsigned *)field);
-            break;
-        case OPT_MS:
-            fprintf(out, "%-22s %ums\n", o->name, *(const uint32_t *)field);
-            break;
-        case OPT_SIZE32:
-            fprintf(out, "%-22s %u\n", o->name, *(const uint32_t *)field);
-            break;
-        case OPT_SIZE64:
-            fprintf(out, "%-22s %llu\n", o->name, (unsigned long long)*(const uint64_t *)field);
-            break;
-        }
+        if (format_value(c, o, value, sizeof(value)) < 0)
+            continue; /* cannot happen: every field fits CONF_PATH_MAX */
+        if (o->type == OPT_STR)
+            fprintf(out, "%-22s \"%s\"\n", o->name, value);
+        else
+            fprintf(out, "%-22s %s\n", o->name, value);
     }
+}
+
+int conf_format_value(const struct conf *c, const char *name, char *out, size_t outlen)
+{
+    const struct option_def *o = option_find(name, strlen(name));
+    return o == NULL ? -1 : format_value(c, o, out, outlen);
 }
 
 int conf_split_hostport(const char *hp, char *host, size_t hostlen, int *port)

@@ -40,6 +40,7 @@ struct conf {
     uint32_t ping_interval_ms;     /* ping a connection silent for this long */
     uint32_t idle_timeout_ms;      /* close a connection silent for this long */
     uint32_t shutdown_timeout_ms;  /* drain deadline on stop before workers are killed */
+    uint32_t restart_spread_ms;    /* rolling restart: old workers' 1012 closes spread over this */
     uint32_t respawn_delay_max_ms; /* cap of the crash-loop backoff */
     /* admin FastCGI */
     char run_dir[CONF_PATH_MAX];      /* sockets and pid file */
@@ -57,6 +58,16 @@ struct conf {
     char log_level[16];           /* error, warn, notice, info, debug */
     char log_file[CONF_PATH_MAX]; /* "" = stderr */
     char pid_file[CONF_PATH_MAX]; /* "" = none */
+    /* cluster: the Redis bridge (hub/hub_redis.c, docs/redis-bridge.md) */
+    char redis[CONF_PATH_MAX];     /* "" = single node; host:port, [v6]:port, /path, unix:/path */
+    char redis_user[64];           /* ACL user for AUTH, "" = password only (or none) */
+    char redis_password[128];      /* AUTH password, "" = none */
+    char redis_prefix[64];         /* prefix of every key the bridge uses */
+    char redis_node[64];           /* this instance's node id; "" = <hostname>:<instance> */
+    int redis_maxlen;              /* XADD MAXLEN ~ bound of the cluster stream */
+    uint64_t redis_backlog;        /* bytes of local messages kept while Redis is unreachable */
+    uint32_t redis_timeout_ms;     /* connect and command timeout; slower trips the breaker */
+    uint32_t redis_backoff_max_ms; /* cap of the reconnect backoff */
 
     /* Not options: where values came from, for forwarding to child processes. */
     char file[CONF_PATH_MAX];     /* config file read, "" if none */
@@ -93,6 +104,11 @@ void conf_print_options(FILE *out);
 
 /* Prints the effective configuration in file syntax (for `wshub -T`). */
 void conf_dump(const struct conf *c, FILE *out);
+
+/* Writes option `name`'s value as conf_set() accepts it back (strings unquoted, durations in ms,
+ * sizes in bytes, modes in octal): for comparing two configurations option by option (the hub's
+ * reload). Returns 0, or -1 for an unknown name or a value that does not fit in outlen. */
+int conf_format_value(const struct conf *c, const char *name, char *out, size_t outlen);
 
 /* Splits "host:port" / "[v6]:port". Returns 0 or -1. */
 int conf_split_hostport(const char *hp, char *host, size_t hostlen, int *port);

@@ -13,10 +13,11 @@
  *
  * The loop is poll() on two descriptors: the signalfd (hub_signal.c decides what a signal means)
  * and a HUB_TICK_MS timerfd; the poll timeout is the earliest pending respawn, so a crash-loop
- * backoff of 100 ms is kept to the millisecond rather than rounded up to the tick. Each tick beats
- * the heartbeat, logs workers that became ready, re-sweeps rows of dead slots, starts due respawns
- * and escalates a stop. The hub does no other work: it never touches a broadcast, so its loop can
- * be this simple.
+ * backoff of 100 ms is kept to the millisecond rather than rounded up to the tick (and is
+ * HUB_RESTART_POLL_MS while a new worker generation starts). Each tick beats the heartbeat, logs
+ * workers that became ready, re-sweeps rows of dead slots, starts due respawns, advances a rolling
+ * restart (hub_restart.c; also noticing the admin's requests for one) and escalates a stop. The hub
+ * does no other work: it never touches a broadcast, so its loop can be this simple.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +37,7 @@
 
 #include "doorbell.h"
 #include "hub.h"
+#include "hub_redis.h"
 #include "log.h"
 
 /* Command-line flags of the hub itself (everything else belongs to conf.c). */
@@ -48,7 +50,7 @@ uint64_t hub_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static int hub_is_own_arg(int argc, char **argv, int i)
+int hub_is_own_arg(int argc, char **argv, int i)
 {
     (void)argc;
     if (strcmp(argv[i], "-t") == 0) {
@@ -107,7 +109,7 @@ static int hub_resolve_binary(const char *configured, const char *name, char *ou
     return 0;
 }
 
-static int hub_resolve_binaries(struct hub *h, char *err, size_t errlen)
+int hub_resolve_binaries(struct hub *h, char *err, size_t errlen)
 {
     if (hub_resolve_binary(h->conf.worker_binary, "wshub-worker", h->worker_binary,
                            sizeof(h->worker_binary), err, errlen) < 0)
@@ -256,7 +258,10 @@ static int hub_start(struct hub *h)
         return -1;
     }
     h->generation = 1;
+    if (hub_redis_start(&h->conf, &h->shm) < 0) /* Redis bridge (issue 8); no-op without redis */
+        return -1;
     hub_mark_running(h);
+    hub_restart_init(h);
     if (hub_children_start(h) < 0)
         return -1;
     log_notice("ready: ws://%s%s, %d worker%s, generation %u%s%s", h->conf.listen, h->conf.ws_path,
@@ -274,8 +279,20 @@ static void hub_tick(struct hub *h)
     uint64_t now = hub_now_ms();
     atomic_store(&h->shm.hdr->hub_heartbeat_ms, shm_now_ms());
     hub_reap_tick(h, now);
+    hub_restart_tick(h, now);
     hub_stop_tick(h, now);
     hub_notify_tick(h);
+}
+
+/* The poll timeout: the earliest pending respawn, or sooner while a new generation starts (so
+ * the hand-over follows its readiness closely), else until the next tick (-1). */
+static int hub_poll_timeout(const struct hub *h)
+{
+    int respawn = hub_respawn_next_ms(h, hub_now_ms());
+    int restart = hub_restart_next_ms(h);
+    if (respawn < 0)
+        return restart;
+    return restart >= 0 && restart < respawn ? restart : respawn;
 }
 
 static void hub_loop(struct hub *h)
@@ -283,7 +300,7 @@ static void hub_loop(struct hub *h)
     struct pollfd pfd[2] = {{.fd = h->signal_fd, .events = POLLIN},
                             {.fd = h->timer_fd, .events = POLLIN}};
     while (!hub_stop_is_done(h)) {
-        int n = poll(pfd, 2, hub_respawn_next_ms(h, hub_now_ms()));
+        int n = poll(pfd, 2, hub_poll_timeout(h));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -291,8 +308,10 @@ static void hub_loop(struct hub *h)
             h->exit_code = 1;
             return;
         }
-        if (n == 0)
+        if (n == 0) {
             hub_respawn_due(h, hub_now_ms());
+            hub_restart_tick(h, hub_now_ms());
+        }
         if (pfd[0].revents & POLLIN)
             hub_signal_dispatch(h);
         if (pfd[1].revents & POLLIN)
@@ -336,6 +355,7 @@ void hub_admin_close(struct hub *h)
 static void hub_cleanup(struct hub *h)
 {
     hub_kill_leftovers(h);
+    hub_redis_stop(); /* Redis bridge (issue 8): its thread uses the segment */
     if (h->shm_created) {
         atomic_store(&h->shm.hdr->hub_state, SHM_HUB_STOPPING);
         shm_destroy(&h->shm);
@@ -405,6 +425,8 @@ int main(int argc, char **argv)
 
     hub_ensure_std_fds();
     hub_init(h);
+    h->argc = argc;
+    h->argv = argv;
     int rc = hub_parse_args(h, argc, argv);
     if (rc >= 0)
         return rc;

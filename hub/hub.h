@@ -15,6 +15,7 @@
  *   hub_pidfile.c the pid file and run_dir
  *   hub_usage.c   --help and --version
  *   hub_notify.c  sd_notify readiness for systemd (Type=notify), without libsystemd
+ *   hub_restart.c the rolling restart: reload the config, start a new generation, drain the old
  *
  * Everything is single-threaded and runs from the loop in hub.c; no signal handlers exist (all
  * handled signals are blocked and read from a signalfd), so no state here is touched
@@ -35,12 +36,17 @@
 
 #define HUB_TICK_MS          250             /* heartbeat, respawns, stop escalation, sweeps */
 #define HUB_ADMIN_INDEX      SHM_MAX_WORKERS /* children[] index of the admin process */
-#define HUB_MAX_CHILDREN     (SHM_MAX_WORKERS + 1)
+#define HUB_ADMIN_OLD_INDEX  (SHM_MAX_WORKERS + 1) /* the admin a reload replaced, finishing */
+#define HUB_MAX_CHILDREN     (SHM_MAX_WORKERS + 2)
 #define HUB_STABLE_UPTIME_MS 5000 /* a child that lived this long was not crash-looping */
 #define HUB_BACKOFF_MIN_MS   100  /* first delay of a crash loop; doubles to respawn_delay_max */
 #define HUB_STOP_GRACE_MS    2000 /* added to shutdown_timeout before SIGKILL */
 #define HUB_KILL_WAIT_MS     5000 /* how long to wait for SIGKILLed children to be reaped */
 #define HUB_SWEEP_TICKS      4    /* ticks a dead worker slot's rows are re-swept */
+#define HUB_RESTART_START_MS                                                                       \
+    10000                      /* a new generation must be serving by then (see hub_restart.c) */
+#define HUB_RESTART_POLL_MS 10 /* loop timeout while a new generation starts */
+#define HUB_MAX_PINS        16 /* options a reload cannot change (hub_restart.c) */
 
 /* Fixed descriptor numbers in the children (the numbers are also passed on the command line). */
 #define HUB_CHILD_LISTEN_FD   3
@@ -57,7 +63,7 @@ struct hub_child {
     pid_t pid;              /* running process, 0 = none */
     uint32_t generation;    /* generation of the running (or last) process */
     uint64_t started_ms;    /* monotonic ms of the last fork */
-    int exiting;            /* we sent it SIGTERM: its exit is expected, do not respawn */
+    int exiting;            /* we sent it SIGTERM or SIGHUP: its exit is expected, no respawn */
     int fatal;              /* exited with code 2: never respawned */
     int ready_logged;       /* "serving" already logged for this process */
     uint32_t quick_deaths;  /* consecutive deaths within HUB_STABLE_UPTIME_MS of the start */
@@ -66,6 +72,29 @@ struct hub_child {
     uint64_t respawn_at_ms; /* monotonic */
     int sweeps_left;        /* ticks left to re-sweep this dead slot's rows */
     int doorbell_fd;        /* workers: the slot's doorbell, kept across respawns; else -1 */
+};
+
+/* A rolling restart (hub_restart.c): IDLE -> STARTING (new generation forked beside the old one)
+ * -> DRAINING (old generation told to close its clients and exit) -> IDLE. */
+enum hub_restart_phase { HUB_RESTART_IDLE = 0, HUB_RESTART_STARTING, HUB_RESTART_DRAINING };
+
+struct hub_restart {
+    enum hub_restart_phase phase;
+    int queued;                   /* another request came during this one: run it afterwards */
+    char why[48], queued_why[48]; /* what asked for it: "SIGHUP", "admin request 3" */
+    uint64_t requests_seen;       /* shm hdr->restart_requested last acted on */
+    uint32_t old_generation;      /* the generation being replaced (h->generation until handover) */
+    uint32_t new_generation;
+    int new_workers;       /* workers of the new generation */
+    uint32_t old_drain_ms; /* restart_spread + shutdown_timeout the old workers run with */
+    uint64_t begun_ms;     /* monotonic */
+    uint64_t deadline_ms;  /* STARTING: start timeout; DRAINING: SIGKILL for the old workers */
+    int killed;            /* DRAINING: the old workers left at the deadline were SIGKILLed */
+    struct conf old_conf;  /* to go back to if the new generation cannot start */
+    char old_worker_binary[PATH_MAX];
+    char old_admin_binary[PATH_MAX];
+    int n_pins;                                  /* options a reload cannot change, */
+    char pins[HUB_MAX_PINS][CONF_PATH_MAX + 40]; /* as "--name=value" at start-up */
 };
 
 enum hub_phase {
@@ -87,16 +116,21 @@ struct hub {
     int signal_fd;
     int timer_fd;
     int pid_fd;          /* locked pid file, -1 if none */
-    uint32_t generation; /* current worker generation (1, 2, ...) */
+    uint32_t generation; /* serving worker generation (1, 2, ...); shm hdr->generation */
     struct hub_child children[HUB_MAX_CHILDREN];
     enum hub_phase phase;
     uint64_t phase_deadline_ms; /* monotonic: end of the current stop phase */
     int exit_code;              /* 0, or 1 once something went wrong at run time */
+    struct hub_restart restart;
+    int argc; /* the command line, re-read on every reload */
+    char **argv;
 };
 
 /* hub.c */
 uint64_t hub_now_ms(void); /* CLOCK_MONOTONIC */
 void hub_admin_close(struct hub *h);
+int hub_is_own_arg(int argc, char **argv, int i);
+int hub_resolve_binaries(struct hub *h, char *err, size_t errlen);
 
 /* hub_signal.c */
 int hub_signal_open(void);
@@ -136,6 +170,12 @@ void hub_pidfile_remove(const char *path, int fd);
 /* hub_usage.c */
 void hub_usage(FILE *out);
 void hub_version(FILE *out);
+
+/* hub_restart.c */
+void hub_restart_init(struct hub *h);
+void hub_restart_request(struct hub *h, const char *why);
+void hub_restart_tick(struct hub *h, uint64_t now);
+int hub_restart_next_ms(const struct hub *h);
 
 /* hub_notify.c */
 void hub_notify_init(void);

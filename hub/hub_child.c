@@ -1,10 +1,12 @@
 /* hub_child.c -- the table of supervised children and fork+exec of one child.
  *
- * children[] has one entry per worker slot (index == slot, SHM_MAX_WORKERS of them) and one for
- * the admin process (HUB_ADMIN_INDEX). An entry outlives its process: it keeps the slot's
- * doorbell, the restart count and the crash-loop backoff. Generation G currently uses slots
- * [0, workers); a rolling restart will start generation G+1 in other slots while G drains, which
- * is why slots, not processes, own doorbells and why every entry records its generation.
+ * children[] has one entry per worker slot (index == slot, SHM_MAX_WORKERS of them) and two for
+ * the admin process (HUB_ADMIN_INDEX, and HUB_ADMIN_OLD_INDEX for the one a reload replaced while
+ * it finishes its requests). An entry outlives its process: it keeps the slot's doorbell, the
+ * restart count and the crash-loop backoff. The first generation uses slots [0, workers); a
+ * rolling restart (hub_restart.c) starts generation G+1 in free slots while G drains, which is
+ * why slots, not processes, own doorbells and why every entry records its generation. The caller
+ * of hub_child_spawn() sets the entry's generation; a respawn keeps it.
  *
  * Workers are exec'd, not merely forked, so that no library state crosses a fork. Everything the
  * child needs (argv strings, descriptor numbers, the empty signal mask) is prepared before fork;
@@ -56,8 +58,8 @@ void hub_children_init(struct hub *h)
     for (int i = 0; i < HUB_MAX_CHILDREN; i++) {
         struct hub_child *c = &h->children[i];
         memset(c, 0, sizeof(*c));
-        c->role = i == HUB_ADMIN_INDEX ? HUB_ROLE_ADMIN : HUB_ROLE_WORKER;
-        c->slot = i == HUB_ADMIN_INDEX ? -1 : i;
+        c->role = i >= HUB_ADMIN_INDEX ? HUB_ROLE_ADMIN : HUB_ROLE_WORKER;
+        c->slot = i >= HUB_ADMIN_INDEX ? -1 : i;
         c->doorbell_fd = -1;
     }
 }
@@ -262,7 +264,6 @@ int hub_child_spawn(struct hub *h, struct hub_child *c)
     memset(&x, 0, sizeof(x));
     hub_child_name(c, name, sizeof(name));
     if (c->role == HUB_ROLE_WORKER) {
-        c->generation = h->generation;
         if (hub_doorbell_ensure(h, c) < 0)
             return -1;
         hub_exec_prepare_worker(h, c, &x);
@@ -317,6 +318,7 @@ int hub_children_start(struct hub *h)
     int rc = 0, execd = 0;
     for (int i = 0; i < h->conf.workers; i++) {
         h->children[i].wanted = 1;
+        h->children[i].generation = h->generation;
         if (hub_child_spawn(h, &h->children[i]) < 0)
             rc = -1;
         execd += h->children[i].pid > 0 && !h->children[i].fatal;

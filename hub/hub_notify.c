@@ -14,7 +14,9 @@
  *                segment), checked each tick: `systemctl start` then returns when clients can
  *                connect, not merely when the processes were forked.
  *   STATUS=...   whenever the number of serving workers changes (shown by `systemctl status`).
- *   RELOADING=1  on SIGHUP, then READY=1 when the reload is over (hub_signal.c).
+ *   RELOADING=1  when a rolling restart begins (SIGHUP or the admin API), then READY=1 when it
+ *                is over: the old generation gone, or the reload refused or abandoned
+ *                (hub_restart.c).
  *   STOPPING=1   when a graceful stop begins (hub_stop.c).
  * A failed send is logged once at warn level and otherwise ignored: readiness reporting must
  * never take the server down.

@@ -12,7 +12,7 @@
  *
  *   1. reap      SIGCHLD: collect exits first, so a stop or reopen sees the current children
  *   2. stop      SIGTERM/SIGINT/SIGQUIT: begin a graceful stop; a second one forces SIGKILL
- *   3. restart   SIGHUP: rolling restart (not implemented yet; logged)
+ *   3. restart   SIGHUP: rolling restart (hub_restart.c; queued behind one in progress)
  *   4. reopen    SIGUSR1: reopen the log file and forward SIGUSR1 to every child
  */
 #include <errno.h>
@@ -115,15 +115,14 @@ void hub_signal_dispatch(struct hub *h)
     memset(&p, 0, sizeof(p));
     hub_signal_read(h->signal_fd, &p);
 
-    if (p.reap)
+    if (p.reap) {
         hub_reap(h);
+        hub_restart_tick(h, hub_now_ms()); /* the last old worker gone: the restart is over */
+    }
     if (p.stop)
         hub_signal_stop(h, p.stop);
-    if (p.restart) {
-        hub_notify_reloading();
-        log_notice("SIGHUP: rolling restart not implemented yet; nothing changed");
-        hub_notify_reloaded();
-    }
+    if (p.restart)
+        hub_restart_request(h, "SIGHUP");
     if (p.reopen)
         hub_signal_reopen(h);
 }

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 
 #include "hub.h"
+#include "hub_redis.h"
 #include "log.h"
 
 void hub_stop_begin(struct hub *h, const char *why)
@@ -23,6 +24,7 @@ void hub_stop_begin(struct hub *h, const char *why)
     if (h->phase != HUB_PHASE_RUNNING)
         return;
     atomic_store(&h->shm.hdr->hub_state, SHM_HUB_STOPPING);
+    hub_redis_stop(); /* Redis bridge (issue 8): deliver what waits for the stream, before drain */
     for (int i = 0; i < HUB_MAX_CHILDREN; i++) {
         struct hub_child *c = &h->children[i];
         c->respawn_pending = 0;

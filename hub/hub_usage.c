@@ -66,7 +66,16 @@ static const char usage_tail[] =
     "              killed. A second TERM, INT or QUIT kills every child at once.\n"
     "  QUIT        the same graceful stop (nginx's \"graceful quit\"; TERM is graceful too,\n"
     "              because workers always deliver what is already in the ring).\n"
-    "  HUP         rolling restart of the workers: not implemented yet (logged, ignored).\n"
+    "  HUP         rolling restart: re-read the configuration (same file and overrides; if it\n"
+    "              is invalid, the error is logged and nothing changes), start a new generation\n"
+    "              of workers (a freshly exec'd wshub-worker binary, so an upgraded one is picked\n"
+    "              up) and, once it serves, tell the old workers to drain: they stop accepting,\n"
+    "              deliver what is queued and close their clients with 1012 spread over\n"
+    "              restart_spread. The listening socket stays open: no connection is refused.\n"
+    "              The admin process is replaced too. Options that shape the segment or the\n"
+    "              sockets (instance, listen, max_connections, max_message, ring_size, shm_*,\n"
+    "              run_dir, admin_socket*, admin_threads, pid_file) keep their running value,\n"
+    "              with a warning. POST /admin/workers/restart does the same.\n"
     "  USR1        reopen log_file (after logrotate) and forward USR1 to every child.\n"
     "  CHLD        handled internally (reaping, respawning).\n"
     "\n"
@@ -85,7 +94,8 @@ static const char usage_tail[] =
     "EXAMPLE\n"
     "  wshub -c /etc/wshub/wshub.conf -t\n"
     "  wshub -c /etc/wshub/wshub.conf --workers=4 --pid-file=/run/wshub/wshub.pid\n"
-    "  kill -USR1 $(cat /run/wshub/wshub.pid)     # after rotating the log\n";
+    "  kill -USR1 $(cat /run/wshub/wshub.pid)     # after rotating the log\n"
+    "  kill -HUP $(cat /run/wshub/wshub.pid)      # reload: rolling restart of the workers\n";
 
 void hub_usage(FILE *out)
 {

@@ -10,6 +10,10 @@
  * conn_id is 0 and publishes a never-reused id with a release store; a free stores 0 first
  * (followed by a release fence) and only then touches the row. A reader loads conn_id (acquire),
  * copies, fences (acquire) and keeps the copy if conn_id is unchanged and non-zero.
+ *
+ * Kicks (admin-cgi asking the owner to close a connection) set kick_code under the lock too, after
+ * checking conn_id: since every change of conn_id happens under that lock, a kick can never land
+ * on a row that was freed and claimed by another connection in between. The claim resets it.
  */
 #include "conntab.h"
 
@@ -124,6 +128,7 @@ uint32_t conntab_claim(struct shm *s, unsigned worker, uint32_t gen, const struc
     atomic_store_explicit(&c->bytes_out, 0, memory_order_relaxed);
     atomic_store_explicit(&c->messages_in, 0, memory_order_relaxed);
     atomic_store_explicit(&c->bytes_in, 0, memory_order_relaxed);
+    atomic_store_explicit(&c->kick_code, 0, memory_order_relaxed);
     atomic_store_explicit(&c->state, SHM_CONN_OPEN, memory_order_relaxed);
     uint64_t id = atomic_fetch_add_explicit(&ct->next_conn_id, 1, memory_order_relaxed);
     atomic_store_explicit(&c->conn_id, id, memory_order_release); /* identity before the id */
@@ -204,6 +209,7 @@ static void conntab_copy_row(const struct shm_conn *c, struct shm_conn *out)
     out->worker_generation = c->worker_generation;
     out->worker = c->worker;
     out->state = atomic_load_explicit(&c->state, memory_order_relaxed);
+    out->kick_code = atomic_load_explicit(&c->kick_code, memory_order_relaxed);
     out->addr_family = c->addr_family;
     out->remote_port = c->remote_port;
     memcpy(out->remote_addr, c->remote_addr, sizeof(out->remote_addr));
@@ -230,6 +236,43 @@ int conntab_read(const struct shm *s, uint32_t idx, struct shm_conn *out)
     out->channel[sizeof(out->channel) - 1] = '\0';
     out->conn_id = id;
     return 1;
+}
+
+uint32_t conntab_find(const struct shm *s, uint64_t conn_id)
+{
+    uint32_t cap = s->hdr->conntab.capacity;
+
+    if (conn_id == 0)
+        return CONNTAB_NONE;
+    for (uint32_t i = 0; i < cap; i++) {
+        if (atomic_load_explicit(&shm_conn(s, i)->conn_id, memory_order_relaxed) == conn_id)
+            return i;
+    }
+    return CONNTAB_NONE;
+}
+
+int conntab_kick(struct shm *s, uint32_t idx, uint64_t conn_id, uint16_t code)
+{
+    struct shm_conn *c = idx < s->hdr->conntab.capacity ? shm_conn(s, idx) : NULL;
+    unsigned worker;
+
+    if (c == NULL || conn_id == 0 || code == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (conntab_lock(s) < 0)
+        return -1;
+    if (atomic_load_explicit(&c->conn_id, memory_order_relaxed) != conn_id) {
+        conntab_unlock(s);
+        errno = ESRCH;
+        return -1;
+    }
+    worker = c->worker;
+    atomic_store_explicit(&c->kick_code, code, memory_order_relaxed);
+    conntab_unlock(s);
+    /* release: a worker that sees the new count (acquire) also sees kick_code */
+    atomic_fetch_add_explicit(&shm_worker(s, worker)->kicks_pending, 1, memory_order_release);
+    return (int)worker;
 }
 
 uint32_t conntab_in_use(const struct shm *s)

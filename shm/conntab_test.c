@@ -172,6 +172,39 @@ static void test_reclaim_worker(void)
     shm_destroy(&s);
 }
 
+/* A kick reaches only the connection it names: never a row reused by another connection. */
+static void test_kick(void)
+{
+    const char *name = test_name("kick");
+    struct shm s;
+    struct shm_conn c;
+
+    test_create(&s, name, 8, RING_SZ, MAXPAY);
+    uint32_t row = conntab_claim(&s, 3, 1, NULL, "alice", "");
+    REQUIRE(row != CONNTAB_NONE && conntab_read(&s, row, &c) == 1, "claim");
+    uint64_t id = c.conn_id;
+    CHECK(conntab_find(&s, id) == row && conntab_find(&s, id + 1) == CONNTAB_NONE &&
+              conntab_find(&s, 0) == CONNTAB_NONE,
+          "find");
+    CHECK(conntab_kick(&s, row, id, 4001) == 3, "kick returns the owner");
+    CHECK(conntab_read(&s, row, &c) == 1 && c.kick_code == 4001, "kick_code %u", c.kick_code);
+    CHECK(shm_worker(&s, 3)->kicks_pending == 1, "kicks_pending");
+
+    CHECK(conntab_free(&s, row) == 0, "free");
+    errno = 0;
+    CHECK(conntab_kick(&s, row, id, 1008) == -1 && errno == ESRCH, "kick of a freed row");
+    uint32_t again = conntab_claim(&s, 4, 1, NULL, "bob", "");
+    CHECK(again == row, "the row is reused (LIFO free stack)");
+    CHECK(conntab_read(&s, again, &c) == 1 && c.kick_code == 0, "claim kept an old kick_code");
+    errno = 0;
+    CHECK(conntab_kick(&s, again, id, 1008) == -1 && errno == ESRCH, "old id kicked the new row");
+    CHECK(conntab_read(&s, again, &c) == 1 && c.kick_code == 0, "new connection was kicked");
+    CHECK(shm_worker(&s, 4)->kicks_pending == 0 && shm_worker(&s, 3)->kicks_pending == 1,
+          "kicks_pending moved");
+    CHECK(conntab_kick(&s, 99, id, 1008) == -1 && errno == EINVAL, "bad row");
+    shm_destroy(&s);
+}
+
 /* ---- concurrent reads ---- */
 
 static void pattern_for(uint64_t id, char *user, size_t ul, char *chan, size_t cl)
@@ -324,6 +357,7 @@ int main(void)
     test_claim_free();
     test_identity();
     test_reclaim_worker();
+    test_kick();
     test_concurrent_read();
     test_crash_in_lock(DIE_LOCKED, "die-locked");
     test_crash_in_lock(DIE_POPPED, "die-popped");

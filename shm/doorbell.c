@@ -154,3 +154,20 @@ void doorbell_ring_all(struct shm *s)
         doorbell_ring_one(s, w, slot, fd);
     }
 }
+
+void doorbell_ring_slot(struct shm *s, unsigned slot)
+{
+    struct shm_worker *w = slot < SHM_MAX_WORKERS ? shm_worker(s, slot) : NULL;
+    int fd;
+
+    if (w == NULL)
+        return;
+    atomic_thread_fence(memory_order_seq_cst); /* the caller's request before the swap */
+    if (atomic_exchange_explicit(&w->doorbell_armed, 0, memory_order_seq_cst) != 1)
+        return;
+    if ((fd = doorbell_sender()) < 0) {
+        atomic_store_explicit(&w->doorbell_armed, 1, memory_order_relaxed);
+        return;
+    }
+    doorbell_ring_one(s, w, slot, fd);
+}

@@ -27,4 +27,8 @@ void doorbell_arm(struct shm *s, unsigned slot);
  * wake-up is already pending. */
 void doorbell_ring_all(struct shm *s);
 
+/* Producer side: wakes one worker slot if it is armed (after a request written for it alone,
+ * such as shm_worker.kicks_pending). Same protocol and best effort as doorbell_ring_all(). */
+void doorbell_ring_slot(struct shm *s, unsigned slot);
+
 #endif /* WSHUB_DOORBELL_H */

@@ -34,6 +34,15 @@
  * intact records between head_pos and tail_intent (a dead producer may have stored next_seq, or
  * head_pos without head_seq), and only then publishes tail = tail_intent. O(records in the ring),
  * paid once per crash.
+ *
+ * Redis bridge (layout 3, docs/redis-bridge.md). A record with RING_F_STREAM_ID carries 16 bytes
+ * of cluster stream id between its header and its channel. A producer asking for RING_F_OUTBOX
+ * keeps it only if bridge.state is CLOSED when it holds the lock, and the bridge changes that
+ * state under the same lock (ring_bridge_state_set): once the bridge has left CLOSED, no further
+ * OUTBOX record can appear. In the same critical section the bridge appends (ring_publish_locked)
+ * every waiting OUTBOX message, so they precede every direct publish that follows. Readers
+ * pass a skip mask: ring_read() skips OUTBOX and HISTORY records (not for live delivery) without
+ * copying their bytes, the bridge's own reader skips what it appended itself.
  */
 #include "ring.h"
 
@@ -64,9 +73,24 @@ static void st_rel(_Atomic uint64_t *p, uint64_t v)
     atomic_store_explicit(p, v, memory_order_release);
 }
 
-static uint32_t ring_rec_size(size_t channel_len, uint32_t payload_len)
+/* Size histogram bucket of a payload: 0 for 0 or 1 byte, else i with 2^(i-1) < len <= 2^i, so
+ * bucket i's Prometheus upper bound is exactly 2^i bytes. */
+static unsigned ring_size_bucket(uint32_t len)
 {
-    uint64_t n = sizeof(struct ring_record) + channel_len + payload_len;
+    unsigned b = len <= 1 ? 0 : 32u - (unsigned)__builtin_clz(len - 1);
+
+    return b < SHM_SIZE_BUCKETS ? b : SHM_SIZE_BUCKETS - 1;
+}
+
+/* Bytes between a record's header and its channel: the stream id, when it carries one. */
+static uint32_t ring_rec_ext_len(uint16_t flags)
+{
+    return (flags & RING_F_STREAM_ID) ? RING_STREAM_ID_LEN : 0;
+}
+
+static uint32_t ring_rec_size(size_t ext_len, size_t channel_len, uint32_t payload_len)
+{
+    uint64_t n = sizeof(struct ring_record) + ext_len + channel_len + payload_len;
     return (uint32_t)((n + RING_ALIGN - 1) & ~(uint64_t)(RING_ALIGN - 1));
 }
 
@@ -82,7 +106,8 @@ static int ring_rec_is_sane(const struct ring_record *r, uint64_t room, uint32_t
     if (r->type != RING_REC_MSG || r->channel_len > RING_MAX_CHANNEL_LEN ||
         r->payload_len > max_payload || r->payload_len > bufcap)
         return 0;
-    return sizeof(*r) + r->channel_len + (uint64_t)r->payload_len <= r->size;
+    return sizeof(*r) + ring_rec_ext_len(r->flags) + r->channel_len + (uint64_t)r->payload_len <=
+           r->size;
 }
 
 /* Copies the header at position pos into *out. */
@@ -219,9 +244,10 @@ static void ring_advance_head_locked(struct shm *s, uint64_t tail, uint64_t end)
     }
 }
 
-/* Appends one record (header already filled but for seq) and returns its sequence. */
-static uint64_t ring_append_locked(struct shm *s, struct ring_record *rec, const char *channel,
-                                   const void *payload)
+/* Appends one record (header already filled but for seq) and returns its sequence. `ext` is
+ * ring_rec_ext_len(rec->flags) bytes written before the channel. */
+static uint64_t ring_append_locked(struct shm *s, struct ring_record *rec, const void *ext,
+                                   const char *channel, const void *payload)
 {
     struct shm_ring_ctl *r = &s->hdr->ring;
     uint8_t *data = shm_ring_data(s);
@@ -239,48 +265,114 @@ static uint64_t ring_append_locked(struct shm *s, struct ring_record *rec, const
     }
     rec->seq = seq;
     memcpy(data + off, rec, sizeof(*rec));
+    off += sizeof(*rec);
+    if (ring_rec_ext_len(rec->flags) > 0)
+        memcpy(data + off, ext, ring_rec_ext_len(rec->flags));
+    off += ring_rec_ext_len(rec->flags);
     if (rec->channel_len > 0)
-        memcpy(data + off + sizeof(*rec), channel, rec->channel_len);
+        memcpy(data + off, channel, rec->channel_len);
     if (rec->payload_len > 0)
-        memcpy(data + off + sizeof(*rec) + rec->channel_len, payload, rec->payload_len);
+        memcpy(data + off + rec->channel_len, payload, rec->payload_len);
     st_rel(&r->next_seq, seq + 1);
     st_rel(&r->tail, end);
     return seq;
 }
 
-int ring_publish(struct shm *s, const void *payload, uint32_t len, const char *channel,
-                 uint16_t flags, uint64_t *seq_out)
+/* RING_F_OUTBOX stands only while the bridge is CLOSED (see the top of this file). The size
+ * does not depend on it, so it can be decided after the record was measured. */
+static void ring_gate_outbox_locked(const struct shm *s, struct ring_record *rec)
 {
-    struct shm_ring_ctl *r = &s->hdr->ring;
-    size_t chlen = channel != NULL ? strlen(channel) : 0;
-    struct ring_record rec = {0};
-    int rc;
+    if ((rec->flags & RING_F_OUTBOX) &&
+        atomic_load_explicit(&s->hdr->bridge.state, memory_order_relaxed) != SHM_BRIDGE_CLOSED)
+        rec->flags &= (uint16_t)~RING_F_OUTBOX;
+}
 
-    if (len > r->max_payload) {
+/* Checks a publish request and fills the record header (all but seq). Returns 0 or -1. */
+static int ring_pub_prepare(const struct shm *s, const struct ring_pub *p, struct ring_record *rec)
+{
+    size_t chlen = p->channel != NULL ? strlen(p->channel) : 0;
+
+    if (p->len > s->hdr->ring.max_payload) {
         errno = EMSGSIZE;
         return -1;
     }
-    if (chlen > RING_MAX_CHANNEL_LEN || (payload == NULL && len > 0)) {
+    if (chlen > RING_MAX_CHANNEL_LEN || (p->payload == NULL && p->len > 0)) {
         errno = EINVAL;
         return -1;
     }
-    rec.size = ring_rec_size(chlen, len);
-    rec.type = RING_REC_MSG;
-    rec.flags = flags;
-    rec.published_ns = shm_mono_ns();
-    rec.payload_len = len;
-    rec.channel_len = (uint8_t)chlen;
+    memset(rec, 0, sizeof(*rec));
+    rec->size = ring_rec_size(ring_rec_ext_len(p->flags), chlen, p->len);
+    rec->type = RING_REC_MSG;
+    rec->flags = p->flags;
+    rec->published_ns = shm_mono_ns();
+    rec->payload_len = p->len;
+    rec->channel_len = (uint8_t)chlen;
+    return 0;
+}
 
-    if (ring_lock(s, NULL) < 0)
-        return -1;
-    uint64_t seq = ring_append_locked(s, &rec, channel, payload);
-    if ((rc = pthread_mutex_unlock(&r->lock)) != 0)
-        log_error(rc, "pthread_mutex_unlock(ring) failed");
+static void ring_pub_count(struct shm *s, uint32_t len)
+{
+    struct shm_ring_ctl *r = &s->hdr->ring;
 
     atomic_fetch_add_explicit(&r->published, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->published_bytes, len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->size_hist[ring_size_bucket(len)], 1, memory_order_relaxed);
+}
+
+int ring_publish_ex(struct shm *s, const struct ring_pub *p, uint64_t *seq_out, uint16_t *flags_out)
+{
+    uint64_t ext[2] = {p->stream_ms, p->stream_seq};
+    struct ring_record rec;
+    int rc;
+
+    if (ring_pub_prepare(s, p, &rec) < 0 || ring_lock(s, NULL) < 0)
+        return -1;
+    ring_gate_outbox_locked(s, &rec);
+    uint64_t seq = ring_append_locked(s, &rec, ext, p->channel, p->payload);
+    if ((rc = pthread_mutex_unlock(&s->hdr->ring.lock)) != 0)
+        log_error(rc, "pthread_mutex_unlock(ring) failed");
+    ring_pub_count(s, p->len);
     if (seq_out != NULL)
         *seq_out = seq;
+    if (flags_out != NULL)
+        *flags_out = rec.flags;
+    return 0;
+}
+
+int ring_publish(struct shm *s, const void *payload, uint32_t len, const char *channel,
+                 uint16_t flags, uint64_t *seq_out)
+{
+    struct ring_pub p = {.payload = payload, .len = len, .channel = channel, .flags = flags};
+
+    return ring_publish_ex(s, &p, seq_out, NULL);
+}
+
+int ring_publish_locked(struct shm *s, const struct ring_pub *p, uint64_t *seq_out)
+{
+    uint64_t ext[2] = {p->stream_ms, p->stream_seq};
+    struct ring_record rec;
+
+    if (ring_pub_prepare(s, p, &rec) < 0)
+        return -1;
+    ring_gate_outbox_locked(s, &rec);
+    uint64_t seq = ring_append_locked(s, &rec, ext, p->channel, p->payload);
+    ring_pub_count(s, p->len);
+    if (seq_out != NULL)
+        *seq_out = seq;
+    return 0;
+}
+
+int ring_bridge_state_set(struct shm *s, uint32_t state, ring_locked_fn fn, void *arg)
+{
+    int rc;
+
+    if (ring_lock(s, NULL) < 0)
+        return -1;
+    atomic_store_explicit(&s->hdr->bridge.state, state, memory_order_relaxed);
+    if (fn != NULL)
+        fn(s, arg);
+    if ((rc = pthread_mutex_unlock(&s->hdr->ring.lock)) != 0)
+        log_error(rc, "pthread_mutex_unlock(ring) failed");
     return 0;
 }
 
@@ -391,9 +483,16 @@ uint64_t ring_cursor_recover(const struct shm *s, struct ring_cursor *c)
 enum ring_status ring_read(const struct shm *s, struct ring_cursor *c, struct ring_msg *m,
                            void *buf, size_t bufcap)
 {
+    return ring_read_mask(s, c, m, buf, bufcap, RING_F_OUTBOX | RING_F_HISTORY);
+}
+
+enum ring_status ring_read_mask(const struct shm *s, struct ring_cursor *c, struct ring_msg *m,
+                                void *buf, size_t bufcap, uint16_t skip_flags)
+{
     const struct shm_ring_ctl *r = &s->hdr->ring;
     const uint8_t *data = shm_ring_data(s);
     uint64_t cap = r->capacity;
+    uint64_t ext[2];
     struct ring_record rec;
 
     for (;;) {
@@ -408,17 +507,24 @@ enum ring_status ring_read(const struct shm *s, struct ring_cursor *c, struct ri
         memcpy(&rec, data + off, sizeof(rec));
         if (!ring_rec_is_sane(&rec, cap - off, r->max_payload, bufcap))
             return RING_OVERRUN; /* only a lap can tear a published header */
-        if (rec.type == RING_REC_MSG) {
-            memcpy(m->channel, data + off + sizeof(rec), rec.channel_len);
+        int skip = rec.type == RING_REC_PAD || (rec.flags & skip_flags) != 0;
+        if (!skip) {
+            uint64_t at = off + sizeof(rec), elen = ring_rec_ext_len(rec.flags);
+            memcpy(ext, data + at, elen);
+            memcpy(m->channel, data + at + elen, rec.channel_len);
             if (rec.payload_len > 0)
-                memcpy(buf, data + off + sizeof(rec) + rec.channel_len, rec.payload_len);
+                memcpy(buf, data + at + elen + rec.channel_len, rec.payload_len);
         }
         atomic_thread_fence(memory_order_acquire); /* the copies above before the check */
         if (ld_rlx(&r->tail_intent) > pos + cap)
             return RING_OVERRUN;
         c->pos = pos + rec.size;
-        if (rec.type == RING_REC_PAD)
+        if (rec.type == RING_REC_MSG && skip)
+            c->seq = rec.seq + 1; /* a message, just not for this reader */
+        if (skip)
             continue;
+        m->stream_ms = (rec.flags & RING_F_STREAM_ID) ? ext[0] : 0;
+        m->stream_seq = (rec.flags & RING_F_STREAM_ID) ? ext[1] : 0;
         m->channel[rec.channel_len] = '\0';
         m->seq = rec.seq;
         m->published_ns = rec.published_ns;

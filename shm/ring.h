@@ -1,6 +1,6 @@
 /* ring.h -- the broadcast ring: many producers, every worker reads every entry.
  *
- * Producers (admin-cgi processes, later the hub's Redis bridge) append under the ring's robust
+ * Producers (admin-cgi processes, the hub's Redis bridge) append under the ring's robust
  * mutex; the critical section is a bounds check and one memcpy, and a producer killed inside it
  * is repaired by the next one (see shm_layout.h). Producers never wait for consumers: the oldest
  * records are simply overwritten. Consumers keep a private cursor, copy a record out and then
@@ -32,6 +32,18 @@ struct ring_msg {
     uint16_t flags;        /* RING_F_* */
     uint8_t channel_len;
     char channel[RING_MAX_CHANNEL_LEN + 1]; /* NUL-terminated */
+    uint64_t stream_ms;                     /* cluster stream id (RING_F_STREAM_ID), else 0 */
+    uint64_t stream_seq;
+};
+
+/* One message to append (ring_publish_ex). */
+struct ring_pub {
+    const void *payload;
+    uint32_t len;
+    const char *channel; /* NULL or "" = all */
+    uint16_t flags;      /* RING_F_* */
+    uint64_t stream_ms;  /* with RING_F_STREAM_ID: the record's id in the cluster stream */
+    uint64_t stream_seq;
 };
 
 enum ring_status {
@@ -46,12 +58,32 @@ enum ring_status {
 int ring_publish(struct shm *s, const void *payload, uint32_t len, const char *channel,
                  uint16_t flags, uint64_t *seq_out);
 
+/* The same with a stream id, reporting the flags the record got: RING_F_OUTBOX is dropped when
+ * the bridge is not CLOSED at the moment of the append (decided under the ring lock). */
+int ring_publish_ex(struct shm *s, const struct ring_pub *p, uint64_t *seq_out,
+                    uint16_t *flags_out);
+
+/* The bridge changes hdr->bridge.state under the ring lock, so that every publish falls wholly
+ * before or after the change, and with the lock still held calls fn(s, arg) (if not NULL), which
+ * may read the ring and append with ring_publish_locked(): what it appends comes before any
+ * publish that sees the new state. Returns 0, or -1 with errno from the lock. */
+typedef void (*ring_locked_fn)(struct shm *s, void *arg);
+int ring_bridge_state_set(struct shm *s, uint32_t state, ring_locked_fn fn, void *arg);
+
+/* ring_publish_ex() for a caller that holds the ring lock (inside a ring_locked_fn). */
+int ring_publish_locked(struct shm *s, const struct ring_pub *p, uint64_t *seq_out);
+
 /* Puts a new cursor at the current tail: it will see only messages published from now on. */
 void ring_cursor_at_tail(const struct shm *s, struct ring_cursor *c);
 
-/* Reads the next message into buf (capacity bufcap, must be >= max_payload). */
+/* Reads the next message for delivery into buf (capacity bufcap, must be >= max_payload).
+ * OUTBOX and HISTORY records (not for live delivery, see shm_layout.h) are skipped. */
 enum ring_status ring_read(const struct shm *s, struct ring_cursor *c, struct ring_msg *m,
                            void *buf, size_t bufcap);
+
+/* The same, skipping without copying every message with any of skip_flags (0: none). */
+enum ring_status ring_read_mask(const struct shm *s, struct ring_cursor *c, struct ring_msg *m,
+                                void *buf, size_t bufcap, uint16_t skip_flags);
 
 /* After RING_OVERRUN: moves the cursor to the oldest intact record and returns how many
  * sequence numbers were skipped. */

@@ -99,6 +99,10 @@ static void test_round_trip(void)
           (unsigned long long)ring_used_bytes(&s), (unsigned long long)used);
     CHECK(s.hdr->ring.published == 5 && s.hdr->ring.published_bytes == 5 + 7 + 0 + 1 + 4096,
           "published counters");
+    /* size buckets: (2^(i-1), 2^i] bytes, 0 and 1 byte in bucket 0 */
+    CHECK(s.hdr->ring.size_hist[0] == 2 && s.hdr->ring.size_hist[3] == 2 &&
+              s.hdr->ring.size_hist[12] == 1 && s.hdr->ring.size_hist[13] == 0,
+          "size histogram");
 
     struct ring_cursor late;
     ring_cursor_at_tail(&s, &late);

@@ -4,7 +4,10 @@
  * admin-cgi processes map it. Several separately built processes must agree on every byte here, so
  * this is the only file that defines shared structures, and any change to it bumps
  * SHM_LAYOUT_VERSION. The attach code (shm.c) refuses a segment whose magic, version or sizes
- * differ.
+ * differ. Version 2 added the admin's requests to workers (shm_conn.kick_code,
+ * shm_worker.kicks_pending), the broadcast size histogram, admin_csrf_key and SHM_CLOSE_ADMIN.
+ * Version 3 added the Redis bridge (docs/redis-bridge.md): ring flags OUTBOX, HISTORY, BRIDGE and
+ * STREAM_ID (a record may carry its cluster stream id) and shm_header.bridge.
  *
  * Rules for everything below: fixed-width types only, no pointers (each process maps the segment
  * at its own address; regions are found by offsets), no bool, every field commented with who
@@ -32,7 +35,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC          0x315542485357ULL /* "WSHUB1" little-endian */
-#define SHM_LAYOUT_VERSION 1
+#define SHM_LAYOUT_VERSION 3
 #define SHM_MAX_WORKERS    64 /* slots, not processes: a rolling restart uses old + new */
 #define SHM_CACHE_LINE     64
 #define SHM_REGION_ALIGN   4096
@@ -46,11 +49,12 @@ enum shm_close_reason {
     SHM_CLOSE_RESTART,       /* we sent 1012, rolling restart */
     SHM_CLOSE_PROTOCOL,      /* protocol error, 1002 / 1007 */
     SHM_CLOSE_TOO_BIG,       /* client message over the limit, 1009 */
-    SHM_CLOSE_POLICY,        /* 1008, rate limit or admin kick */
+    SHM_CLOSE_POLICY,        /* 1008, rate limit */
     SHM_CLOSE_SLOW_CONSUMER, /* cursor fell out of the buffer: 1013 */
     SHM_CLOSE_IDLE_TIMEOUT,  /* no pong / traffic within the timeout */
     SHM_CLOSE_PEER_GONE,     /* TCP reset or EOF without a close frame (1006) */
     SHM_CLOSE_WORKER_DIED,   /* reclaimed by the hub after its worker died */
+    SHM_CLOSE_ADMIN,         /* closed on request of the admin API (shm_conn.kick_code) */
     SHM_CLOSE_REASON_COUNT
 };
 
@@ -68,6 +72,7 @@ enum shm_reject_reason {
 };
 
 #define SHM_LATENCY_BUCKETS 32 /* bucket i counts latencies in [2^i, 2^(i+1)) microseconds */
+#define SHM_SIZE_BUCKETS    32 /* bucket i counts payloads of (2^(i-1), 2^i] bytes; 0: 0 or 1 */
 
 /* ---- Per worker slot ---- */
 
@@ -109,6 +114,8 @@ struct shm_worker {
     _Atomic uint32_t restarts;        /* hub: times this slot was respawned after a crash */
     _Atomic int32_t last_exit_status; /* hub: raw waitpid status of the previous process */
     _Atomic uint64_t last_exit_at_ms; /* hub */
+    _Atomic uint64_t kicks_pending;   /* admin: +1 after setting a row's kick_code; the worker
+                                         scans its rows when the value changes */
     alignas(SHM_CACHE_LINE) struct shm_worker_stats stats; /* worker writes */
 };
 
@@ -137,7 +144,9 @@ struct shm_conn {
     _Atomic uint8_t state;         /* enum shm_conn_state */
     uint8_t addr_family;           /* AF_INET or AF_INET6 (AF_UNSPEC when unknown) */
     uint16_t remote_port;          /* host byte order */
-    uint16_t reserved0;
+    /* admin, under conntab.lock and only while conn_id is the one it means: the close code the
+     * owner should close this connection with, 0 = none. Reset by the claim. */
+    _Atomic uint16_t kick_code;
     uint8_t remote_addr[16]; /* network byte order; IPv4 in the first 4 bytes */
     uint32_t reserved1;
     char user[48];    /* authenticated user id, NUL-terminated, "" if none */
@@ -154,6 +163,23 @@ struct shm_conn {
 #define RING_REC_PAD         2      /* filler: skip `size` bytes */
 #define RING_F_BINARY        0x0001 /* payload is binary (else UTF-8 text) */
 #define RING_MAX_CHANNEL_LEN 55     /* fits shm_conn.channel with its NUL */
+
+/* ---- Redis bridge flags (layout 3; hub/hub_redis.c, docs/redis-bridge.md) ----
+ * OUTBOX: a producer's message while the cluster bridge is healthy; not for delivery, the bridge
+ *   sends it to the cluster stream and appends it again (BRIDGE) when the stream returns it.
+ *   ring_publish keeps the flag only while bridge.state is CLOSED, deciding under the ring lock.
+ * HISTORY: appended by the bridge while catching up after a hub start; the cluster published it
+ *   before this hub ran, so it is kept for resume but not delivered live.
+ *   ring_read() skips OUTBOX and HISTORY records without copying them.
+ * BRIDGE: appended by the bridge itself (from the stream, or delivered ahead of it while the
+ *   breaker is open); the bridge's own cursor skips these.
+ * STREAM_ID: RING_STREAM_ID_LEN bytes follow the header, before the channel: the record's id in
+ *   the cluster stream, two uint64 (milliseconds, sequence), as Redis's "<ms>-<seq>". */
+#define RING_F_OUTBOX      0x0002
+#define RING_F_HISTORY     0x0004
+#define RING_F_BRIDGE      0x0008
+#define RING_F_STREAM_ID   0x0010
+#define RING_STREAM_ID_LEN 16
 
 struct ring_record {
     uint32_t size;         /* whole record incl. header, multiple of RING_ALIGN */
@@ -191,6 +217,9 @@ struct shm_ring_ctl {
     _Atomic uint64_t lock_recoveries; /* writer: EOWNERDEAD repairs */
     _Atomic uint64_t published;       /* writer: records published */
     _Atomic uint64_t published_bytes; /* writer: payload bytes published */
+    /* writer: broadcasts by payload size, log2 buckets (SHM_SIZE_BUCKETS); own lines, away
+     * from the positions readers poll */
+    alignas(SHM_CACHE_LINE) _Atomic uint64_t size_hist[SHM_SIZE_BUCKETS];
 };
 
 /* ---- Connection table control ---- */
@@ -204,6 +233,52 @@ struct shm_conntab_ctl {
     _Atomic uint32_t reserved;
     _Atomic uint64_t lock_recoveries; /* EOWNERDEAD repairs (free stack rebuilt) */
     _Atomic uint64_t reclaimed;       /* rows freed by the hub after their worker died */
+};
+
+/* ---- Redis bridge (hub/hub_redis.c) ---- */
+
+/* The circuit breaker in front of Redis. Producers load it on every publish (shm/bridge.c). */
+enum shm_bridge_state {
+    SHM_BRIDGE_OFF = 0, /* no redis configured: a single node, nothing changes */
+    SHM_BRIDGE_CLOSED,  /* healthy: producers append OUTBOX records, the stream orders delivery */
+    SHM_BRIDGE_OPEN,    /* Redis down or slow: producers deliver at once, the hub keeps a backlog */
+    SHM_BRIDGE_HALF_OPEN, /* reconnected, sending the backlog: producers still deliver at once */
+    SHM_BRIDGE_STATE_COUNT
+};
+
+#define SHM_BRIDGE_ERROR_LEN 120
+#define SHM_BRIDGE_NODE_LEN  64
+
+/* Written by the hub's bridge thread only; read by anyone (stats). `state` changes under the
+ * ring lock (ring_bridge_state_set) so a publish sees it before or after, never during. */
+struct shm_bridge {
+    alignas(SHM_CACHE_LINE) _Atomic uint32_t state; /* enum shm_bridge_state */
+    _Atomic uint32_t doorbell_armed;   /* bridge sets 1 before sleeping; producers swap to 0 */
+    _Atomic uint64_t state_since_ms;   /* CLOCK_REALTIME ms of the last state change */
+    _Atomic uint64_t trips;            /* transitions to OPEN (failures, timeouts, slowness) */
+    _Atomic uint64_t connects;         /* successful (re)connections to Redis */
+    _Atomic uint64_t backlog;          /* gauge: local messages not yet confirmed by the stream */
+    _Atomic uint64_t backlog_bytes;    /* gauge: their payload bytes */
+    _Atomic uint64_t backlog_limit;    /* bytes the backlog may hold (redis_backlog) */
+    _Atomic uint64_t backlog_overflow; /* local messages dropped from a full backlog: delivered
+                                          here, never sent to the other nodes */
+    alignas(SHM_CACHE_LINE) _Atomic uint64_t sent; /* local messages confirmed in the stream */
+    _Atomic uint64_t received;                     /* stream entries read */
+    _Atomic uint64_t delivered;       /* stream entries appended to the ring for delivery */
+    _Atomic uint64_t history;         /* stream entries appended as HISTORY (start-up catch-up) */
+    _Atomic uint64_t skipped_own;     /* own entries not appended: already delivered here */
+    _Atomic uint64_t delivered_ahead; /* local messages delivered before the stream had them */
+    _Atomic uint64_t dropped;         /* stream entries unusable here (malformed, too large) */
+    _Atomic uint64_t stream_gaps;     /* times entries were trimmed before this node read them */
+    _Atomic uint64_t lost_acked;      /* own confirmed messages missing after a Redis restart */
+    _Atomic uint64_t ring_overruns;   /* local messages lapped before the bridge read them */
+    _Atomic uint64_t last_id_ms;      /* newest stream id appended to the ring */
+    _Atomic uint64_t last_id_seq;
+    _Atomic uint64_t last_error_ms; /* CLOCK_REALTIME ms of the last error, 0 = none */
+    _Atomic uint32_t error_gen;     /* seqlock over last_error: odd while it is written */
+    uint32_t reserved;
+    char last_error[SHM_BRIDGE_ERROR_LEN]; /* NUL-terminated; read under error_gen */
+    char node[SHM_BRIDGE_NODE_LEN];        /* this node's id; written before state leaves OFF */
 };
 
 /* ---- Header ---- */
@@ -234,15 +309,20 @@ struct shm_header {
     _Atomic uint64_t hub_heartbeat_ms;               /* hub, every second (CLOCK_REALTIME ms) */
     _Atomic uint32_t workers_configured; /* hub: worker count of the current generation */
     _Atomic uint32_t generation;         /* hub: current worker generation */
-    _Atomic uint64_t restart_requested;  /* admin sets non-zero to ask for a rolling restart */
+    _Atomic uint64_t restart_requested;  /* admin increments it to ask for a rolling restart;
+                                            the hub acts each time the value changes */
+    _Atomic uint64_t admin_csrf_key[2];  /* admin: random, set once (CAS from 0) by the first
+                                            admin process; the stats page's CSRF token */
     alignas(SHM_CACHE_LINE) _Atomic uint64_t broadcasts_rejected; /* producers: refused appends */
     alignas(SHM_CACHE_LINE) struct shm_ring_ctl ring;
     alignas(SHM_CACHE_LINE) struct shm_conntab_ctl conntab;
+    alignas(SHM_CACHE_LINE) struct shm_bridge bridge; /* all zero (OFF) without redis */
 };
 
-/* The layout is ABI: these sizes are what every process compiled against version 1 assumes. */
+/* The layout is ABI: these sizes are what every process compiled against this version assumes. */
 _Static_assert(sizeof(pthread_mutex_t) == 40, "glibc x86-64 mutex size");
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "lock-free 64-bit atomics");
+_Static_assert(sizeof(_Atomic uint16_t) == 2, "kick_code takes the old reserved0's place");
 _Static_assert(sizeof(struct ring_record) == 32, "ring record header is 32 bytes");
 _Static_assert(sizeof(struct ring_record) == RING_ALIGN, "a PAD header fits any gap");
 _Static_assert(sizeof(struct shm_conn) == 192, "connection row is 3 cache lines");
@@ -254,5 +334,10 @@ _Static_assert(offsetof(struct shm_ring_ctl, tail_intent) % SHM_CACHE_LINE == 0,
                "ring positions on their own line, away from the lock");
 _Static_assert(sizeof(struct shm_header) <= SHM_REGION_ALIGN, "header fits its page");
 _Static_assert(RING_MAX_CHANNEL_LEN < sizeof(((struct shm_conn *)0)->channel), "channel fits");
+_Static_assert(RING_STREAM_ID_LEN == 2 * sizeof(uint64_t), "stream id is (ms, seq)");
+_Static_assert(offsetof(struct shm_header, bridge) % SHM_CACHE_LINE == 0, "bridge alignment");
+_Static_assert(offsetof(struct shm_bridge, sent) % SHM_CACHE_LINE == 0,
+               "bridge counters away from the state word producers poll");
+_Static_assert(sizeof(_Atomic uint32_t) == 4, "bridge state word");
 
 #endif /* WSHUB_SHM_LAYOUT_H */

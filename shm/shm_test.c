@@ -127,8 +127,9 @@ static void test_layout_mismatch(void)
     struct shm hub, other;
     char err[256] = "";
 
-    expect_attach_refused(name, offsetof(struct shm_header, version), 3,
-                          "layout version 3, this binary speaks 1");
+    char want[64];
+    snprintf(want, sizeof(want), "layout version 99, this binary speaks %d", SHM_LAYOUT_VERSION);
+    expect_attach_refused(name, offsetof(struct shm_header, version), 99, want);
     expect_attach_refused(name, offsetof(struct shm_header, conn_size), 128, "sizes differ");
     expect_attach_refused(name, offsetof(struct shm_header, magic), 0x12345678, "bad magic");
     expect_attach_refused(name, offsetof(struct shm_header, conn_capacity), 5, "");

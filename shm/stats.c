@@ -18,6 +18,7 @@ static const char *const close_names[SHM_CLOSE_REASON_COUNT] = {
     [SHM_CLOSE_IDLE_TIMEOUT] = "idle_timeout",
     [SHM_CLOSE_PEER_GONE] = "peer_gone",
     [SHM_CLOSE_WORKER_DIED] = "worker_died",
+    [SHM_CLOSE_ADMIN] = "admin",
 };
 
 static const char *const reject_names[SHM_REJECT_REASON_COUNT] = {

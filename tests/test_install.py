@@ -232,20 +232,21 @@ async def installed_scenario(hub, nginx, notify):
         assert rc == 0 or (rc == 4 and "does not support" in err), (verb, rc, out, err)
         if rc == 0:
             json.loads(out)
+        if rc == 0 and verb == "restart":  # a real rolling restart: to generation 2
+            clients = await restarted(hub, notify, nginx, clients, 2)
     if IS_ROOT:  # the admin socket's group and mode: www-data may, others may not
         rc, out, err = await in_thread(lambda: hub.ctl("broadcast", "from www-data",
                                                        user="www-data"))
         assert rc == 0, (rc, out, err)
         rc, out, err = await in_thread(lambda: hub.ctl("status", user="nobody"))
         assert rc == 3 and "Permission denied" in err, (rc, out, err)
-        await until(lambda: all(len(c.messages) >= 4 for c in clients), 10, "www-data's")
+        await until(lambda: all(c.messages[-1:] == ["from www-data"] for c in clients), 10,
+                    "www-data's")
 
-    # reload: SIGHUP is not a rolling restart yet; it must not disturb anything
+    # reload: SIGHUP is a rolling restart (RELOADING=1 ... READY=1, the clients get 1012)
+    generation = json.loads(hub.ctl("status", "--json")[1])["hub"]["generation"]
     os.kill(hub.proc.pid, signal.SIGHUP)
-    assert "READY=1" not in await in_thread(notify.until, "RELOADING=1")
-    await in_thread(notify.until, "READY=1")
-    await until(lambda: "rolling restart not implemented" in open(hub.log_file).read(), 5,
-                "the SIGHUP log line")
+    clients = await restarted(hub, notify, nginx, clients, generation + 1)
     rc, out, err = await in_thread(hub.ctl, "broadcast", "after reload")
     assert rc == 0, err
     await until(lambda: all(c.messages and c.messages[-1] == "after reload" for c in clients),
@@ -266,6 +267,19 @@ async def installed_scenario(hub, nginx, notify):
     await until(lambda: all(c.closed.is_set() for c in clients), 15, "clients closed")
     assert [c.close_code for c in clients] == [1001, 1001]
     assert await in_thread(hub.proc.wait, 15) == 0
+
+
+async def restarted(hub, notify, nginx, clients, generation):
+    """A rolling restart just asked for: RELOADING=1, then READY=1 once it is complete; the old
+    clients got 1012 (service restart). Returns two new clients (through nginx, direct)."""
+    assert "READY=1" not in await in_thread(notify.until, "RELOADING=1")
+    await in_thread(notify.until, "READY=1")
+    line = "rolling restart to generation %d complete" % generation
+    await until(lambda: line in open(hub.log_file).read(), 5, line)
+    await until(lambda: all(c.closed.is_set() for c in clients), 10, "the old clients' closes")
+    assert [c.close_code for c in clients] == [1012] * len(clients)
+    return (await connect("ws://127.0.0.1:%d/ws" % nginx.port),
+            await connect("ws://127.0.0.1:%d/ws" % hub.port))
 
 
 def test_wshubctl_sends_the_configured_token(installed):

@@ -129,6 +129,7 @@ struct worker {
     struct worker_fanout fan;
     ev_io doorbell_io;
     ev_prepare prepare;
+    uint64_t kicks_seen; /* self->kicks_pending when the rows were last scanned for kicks */
 
     /* keepalive (worker_keepalive.c) */
     ev_timer keepalive_timer;

@@ -27,6 +27,11 @@
  * watcher pumps the ring, arms the doorbell and checks the ring once more, so an entry published
  * between the last pump and the arm is never left waiting (doorbell.h explains the protocol).
  *
+ * Admin kicks (DELETE /admin/connections/{id}) arrive the same way: wshub-admin sets a row's
+ * kick_code, bumps our kicks_pending and rings the doorbell (conntab_kick). Each pump compares
+ * kicks_pending with the value it last saw, one load, and only when it changed walks our
+ * connections and closes those whose row carries a code, with that code (reason "admin").
+ *
  * If this worker itself is lapped by the ring (RING_OVERRUN), the lost entries cannot be
  * delivered to anyone: every current connection is closed with 1013 once it has been sent the
  * frames before the gap, so no client ever sees a silent hole in the stream.
@@ -203,11 +208,34 @@ static void fanout_scan_lapped(struct worker *w)
     }
 }
 
+/* True when the admin asked for a close since the last scan (acquire: kick_codes visible). */
+static int fanout_kicks_pending(const struct worker *w)
+{
+    return atomic_load_explicit(&w->self->kicks_pending, memory_order_acquire) != w->kicks_seen;
+}
+
+/* Closes the connections whose row has a kick_code, at their cursor (nothing more is sent). */
+static void fanout_kicks(struct worker *w)
+{
+    w->kicks_seen = atomic_load_explicit(&w->self->kicks_pending, memory_order_acquire);
+    for (struct worker_conn *c = w->conns.next; c != &w->conns; c = c->next) {
+        if (c->row == CONNTAB_NONE)
+            continue;
+        uint16_t code =
+            atomic_load_explicit(&shm_conn(&w->shm, c->row)->kick_code, memory_order_relaxed);
+        if (code != 0)
+            worker_conn_schedule_close(c, c->cursor, code, SHM_CLOSE_ADMIN);
+    }
+}
+
 void worker_fanout_pump(struct worker *w)
 {
     struct ring_msg m;
     uint64_t entries = 0, last_seq = 0;
     enum ring_status st;
+
+    if (fanout_kicks_pending(w))
+        fanout_kicks(w);
 
     while ((st = fanout_read_one(w, &m)) != RING_EMPTY) {
         if (st == RING_OK) {
@@ -250,8 +278,9 @@ static void fanout_doorbell_cb(struct ev_loop *loop, ev_io *io, int revents)
     worker_fanout_pump(w);
 }
 
-/* Before every sleep: pump, arm the doorbell, then look once more so an entry published
- * between the pump and the arm (whose producer saw the doorbell unarmed) is not missed. */
+/* Before every sleep: pump, arm the doorbell, then look once more so an entry (or a kick)
+ * published between the pump and the arm (whose producer saw the doorbell unarmed) is not
+ * missed. */
 static void fanout_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     struct worker *w = ev_userdata(loop);
@@ -259,7 +288,7 @@ static void fanout_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
     (void)revents;
     worker_fanout_pump(w);
     doorbell_arm(&w->shm, w->slot);
-    if (ring_next_seq(&w->shm) != w->fan.cursor.seq)
+    if (ring_next_seq(&w->shm) != w->fan.cursor.seq || fanout_kicks_pending(w))
         worker_fanout_pump(w);
 }
 

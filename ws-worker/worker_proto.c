@@ -188,6 +188,8 @@ static const char *close_text(const struct worker_conn *c)
         return "server shutting down";
     case SHM_CLOSE_TOO_BIG:
         return "message too big";
+    case SHM_CLOSE_ADMIN:
+        return "closed by the administrator";
     default:
         return "closing";
     }
