@@ -149,9 +149,12 @@ void br_trip(struct br *b, const char *why)
         log_warn(0,
                  "redis bridge: %s; breaker open: local delivery goes on, retry in %" PRIu64 " ms",
                  why, wait);
+    } else if (strcmp(why, b->last_logged) != 0) { /* a new reason while still failing */
+        log_warn(0, "redis bridge: %s; retry in %" PRIu64 " ms", why, wait);
     } else {
         log_info("redis bridge: %s; retry in %" PRIu64 " ms", why, wait);
     }
+    snprintf(b->last_logged, sizeof(b->last_logged), "%s", why);
     bridge_error_set(b->shm, why);
     br_set_state(b, SHM_BRIDGE_OPEN); /* delivers here what waited for the stream */
     br_drop_connections(b);
@@ -172,6 +175,7 @@ static void br_reconnect(struct br *b)
     }
     br_stat_add(&b->shm->hdr->bridge.connects, 1);
     b->last_ok_ms = br_now_ms();
+    b->last_logged[0] = '\0';
     log_notice("redis bridge: connected to %s%s%d as node %s; %" PRIu64 " backlog message%s to "
                "send",
                b->host, b->port ? ":" : "", b->port, b->node, b->q.unconfirmed,

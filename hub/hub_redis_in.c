@@ -138,11 +138,17 @@ int br_in_issue(struct br *b, char *err, size_t errlen)
     snprintf(block, sizeof(block), "%d", BR_BLOCK_MS);
     snprintf(count, sizeof(count), "%d", BR_READ_COUNT);
     if (b->cursor_dirty) {
-        redisAppendCommandArgv(b->in, 3, set, NULL);
+        if (redisAppendCommandArgv(b->in, 3, set, NULL) != REDIS_OK) {
+            snprintf(err, errlen, "SET: out of memory");
+            return -1;
+        }
         b->in_replies++;
         b->cursor_dirty = 0;
     }
-    redisAppendCommandArgv(b->in, 8, xread, NULL);
+    if (redisAppendCommandArgv(b->in, 8, xread, NULL) != REDIS_OK) {
+        snprintf(err, errlen, "XREAD: out of memory");
+        return -1;
+    }
     b->in_replies++;
     b->in_xread = 1;
     do {

@@ -73,11 +73,12 @@ struct br {
     _Atomic int stop;
     uint64_t rng;
     /* breaker */
-    uint32_t state;       /* enum shm_bridge_state, mirrored in the segment */
-    uint64_t backoff_ms;  /* next reconnection delay before jitter */
-    uint64_t retry_at_ms; /* OPEN: when to try again (monotonic) */
-    uint64_t last_ok_ms;  /* last reply on the outbound connection */
-    int locked;           /* inside br_open_locked(): append with ring_publish_locked() */
+    uint32_t state;               /* enum shm_bridge_state, mirrored in the segment */
+    uint64_t backoff_ms;          /* next reconnection delay before jitter */
+    uint64_t retry_at_ms;         /* OPEN: when to try again (monotonic) */
+    uint64_t last_ok_ms;          /* last reply on the outbound connection */
+    int locked;                   /* inside br_open_locked(): append with ring_publish_locked() */
+    char last_logged[BR_ERR_LEN]; /* last failure logged: repeats go to info, news to warn */
     /* outbound connection: synchronous commands, each bounded by timeout_ms */
     redisContext *out;
     uint64_t confirmed_total; /* own messages the stream confirmed in this epoch */

@@ -46,8 +46,9 @@ static void br_arg_str(struct br_args *a, const char *s)
     br_arg(a, s, strlen(s));
 }
 
-/* Appends one XADD for m to the connection's output buffer (hiredis copies the arguments). */
-static void br_out_append_xadd(struct br *b, const struct br_msg *m)
+/* Appends one XADD for m to the connection's output buffer (hiredis copies the arguments).
+ * Returns REDIS_OK, or REDIS_ERR when hiredis ran out of memory. */
+static int br_out_append_xadd(struct br *b, const struct br_msg *m)
 {
     static const char *const fixed[] = {"XADD", NULL, "MAXLEN", "~", NULL, "*"};
     struct br_args a = {0};
@@ -73,16 +74,16 @@ static void br_out_append_xadd(struct br *b, const struct br_msg *m)
     }
     br_arg_str(&a, "p");
     br_arg(&a, m->payload, m->len);
-    redisAppendCommandArgv(b->out, a.n, a.argv, a.lens);
+    return redisAppendCommandArgv(b->out, a.n, a.argv, a.lens);
 }
 
-static void br_out_append_marker(struct br *b, uint64_t last_oseq, uint64_t count)
+static int br_out_append_marker(struct br *b, uint64_t last_oseq, uint64_t count)
 {
     char value[96];
     const char *argv[4] = {"HSET", b->key_sent, b->node, value};
 
     snprintf(value, sizeof(value), "%s:%" PRIu64 ":%" PRIu64, b->epoch, last_oseq, count);
-    redisAppendCommandArgv(b->out, 4, argv, NULL);
+    return redisAppendCommandArgv(b->out, 4, argv, NULL);
 }
 
 /* Reads one reply of the pipeline; NULL (error in err) unless it is of type `want`. */
@@ -112,15 +113,19 @@ static int br_out_batch(struct br *b, char *err, size_t errlen)
     struct br_msg *m = b->q.unsent;
     uint64_t last = 0;
     redisReply *r;
-    int n;
+    int n, ok;
 
-    redisAppendCommandArgv(b->out, 1, &multi, NULL);
+    ok = redisAppendCommandArgv(b->out, 1, &multi, NULL) == REDIS_OK;
     for (n = 0; m != NULL && n < BR_BATCH; m = m->next, n++) {
-        br_out_append_xadd(b, m);
+        ok = ok && br_out_append_xadd(b, m) == REDIS_OK;
         last = m->oseq;
     }
-    br_out_append_marker(b, last, b->confirmed_total + (uint64_t)n);
-    redisAppendCommandArgv(b->out, 1, &exec, NULL);
+    ok = ok && br_out_append_marker(b, last, b->confirmed_total + (uint64_t)n) == REDIS_OK;
+    ok = ok && redisAppendCommandArgv(b->out, 1, &exec, NULL) == REDIS_OK;
+    if (!ok) { /* the connection is dropped with the trip: nothing half-sent survives */
+        snprintf(err, errlen, "MULTI: out of memory building the batch");
+        return -1;
+    }
 
     if ((r = br_out_reply(b, REDIS_REPLY_STATUS, "MULTI", err, errlen)) == NULL)
         return -1;

@@ -24,6 +24,8 @@ PACKAGES=(
     curl procps iproute2 openssl util-linux
     # for the tests: the stats page in headless Chromium, `promtool check metrics`
     chromium prometheus
+    # for the tests of the Redis bridge (tests/test_redis_bridge.py starts its own redis-server)
+    redis-server
     # make deb (dpkg-shlibdeps) and tests/test_install.py (groff, systemd-analyze, a systemd)
     dpkg-dev groff-base systemd adduser
 )
