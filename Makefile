@@ -14,6 +14,9 @@
 # Libraries come through pkg-config. libev ships no .pc file on Debian 12, hence the fallback.
 
 BUILD   ?= build
+# One spelling per directory: the .d files name their targets as BUILD spelled them, so mixing
+# build and /abs/path/build would leave stale objects. Paths inside the tree become relative.
+override BUILD := $(patsubst $(CURDIR)/%,%,$(abspath $(BUILD)))
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 SAN     ?=
