@@ -38,15 +38,14 @@
 #define HUB_ADMIN_INDEX      SHM_MAX_WORKERS /* children[] index of the admin process */
 #define HUB_ADMIN_OLD_INDEX  (SHM_MAX_WORKERS + 1) /* the admin a reload replaced, finishing */
 #define HUB_MAX_CHILDREN     (SHM_MAX_WORKERS + 2)
-#define HUB_STABLE_UPTIME_MS 5000 /* a child that lived this long was not crash-looping */
-#define HUB_BACKOFF_MIN_MS   100  /* first delay of a crash loop; doubles to respawn_delay_max */
-#define HUB_STOP_GRACE_MS    2000 /* added to shutdown_timeout before SIGKILL */
-#define HUB_KILL_WAIT_MS     5000 /* how long to wait for SIGKILLed children to be reaped */
-#define HUB_SWEEP_TICKS      4    /* ticks a dead worker slot's rows are re-swept */
-#define HUB_RESTART_START_MS                                                                       \
-    10000                      /* a new generation must be serving by then (see hub_restart.c) */
-#define HUB_RESTART_POLL_MS 10 /* loop timeout while a new generation starts */
-#define HUB_MAX_PINS        16 /* options a reload cannot change (hub_restart.c) */
+#define HUB_STABLE_UPTIME_MS 5000  /* a child that lived this long was not crash-looping */
+#define HUB_BACKOFF_MIN_MS   100   /* first delay of a crash loop; doubles to respawn_delay_max */
+#define HUB_STOP_GRACE_MS    2000  /* added to shutdown_timeout before SIGKILL */
+#define HUB_KILL_WAIT_MS     5000  /* how long to wait for SIGKILLed children to be reaped */
+#define HUB_SWEEP_TICKS      4     /* ticks a dead worker slot's rows are re-swept */
+#define HUB_RESTART_START_MS 10000 /* a new generation must serve by then (hub_restart.c) */
+#define HUB_RESTART_POLL_MS  10    /* loop timeout while a new generation starts */
+#define HUB_MAX_PINS         16    /* options a reload cannot change (hub_restart.c) */
 
 /* Fixed descriptor numbers in the children (the numbers are also passed on the command line). */
 #define HUB_CHILD_LISTEN_FD   3

@@ -28,10 +28,12 @@
  * overrides). What the segment and the sockets were built from cannot change without a full
  * restart (fixed_options below): each such option whose value differs is named in a warning and
  * keeps its running value, which the children get as one more override (--name=value, applied
- * after the file). Everything else (workers, timeouts, buffers, ws_path, log level, ...) is what
- * the new workers read; backlog is applied to the open socket with listen(2). The new workers
- * are exec'd fresh, so an upgraded wshub-worker binary is picked up too; one that cannot run
- * (exit code 2, e.g. another segment layout) only abandons the restart.
+ * after the file). The Redis bridge's options are read once, by the hub (its thread is not
+ * restarted), and are kept the same way but only in the hub. Everything else (workers, timeouts,
+ * buffers, ws_path, log level, ...) is what the new workers read; backlog is applied to the open
+ * socket with listen(2). The new workers are exec'd fresh, so an upgraded wshub-worker binary is
+ * picked up too; one that cannot run (exit code 2, e.g. another segment layout) only abandons the
+ * restart.
  *
  * /healthz counts the RUNNING workers of hdr->generation against hdr->workers_configured. Both
  * change at the hand-over, when the new generation already serves and no old worker has stopped
@@ -57,6 +59,15 @@ static const char *const fixed_options[] = {
 #define N_FIXED (sizeof(fixed_options) / sizeof(fixed_options[0]))
 _Static_assert(N_FIXED <= HUB_MAX_PINS, "struct hub_restart has a pin per fixed option");
 
+/* Options only the hub reads, once at start (the Redis bridge's): kept like the fixed ones but
+ * not passed on, since the children ignore them and a password has no place on a command line.
+ * A name the table does not know (yet) is skipped. */
+static const char *const hub_only_options[] = {
+    "redis",        "redis_user",    "redis_password", "redis_prefix",      "redis_node",
+    "redis_maxlen", "redis_backlog", "redis_timeout",  "redis_backoff_max",
+};
+#define N_HUB_ONLY (sizeof(hub_only_options) / sizeof(hub_only_options[0]))
+
 /* Records the running value of every fixed option and the admin's request counter. */
 void hub_restart_init(struct hub *h)
 {
@@ -77,36 +88,62 @@ static const char *pin_value(const struct hub_restart *r, size_t i)
     return r->pins[i] + strlen(fixed_options[i]) + 3;
 }
 
-/* Re-reads the configuration into *nc as at start-up and puts back the running value of every
- * fixed option that differs, with a warning. Returns 0, or -1 with the reason in err. */
-static int hub_reload_conf(struct hub *h, struct conf *nc, char *err, size_t errlen)
+/* If option `name` differs between *nc and `running` (its value now), warns and sets it back in
+ * *nc. Returns 1 when it did, 0 when equal (or unknown), -1 with the reason in err. */
+static int hub_keep_option(struct conf *nc, const char *name, const char *running, char *err,
+                           size_t errlen)
 {
-    struct hub_restart *r = &h->restart;
     char value[CONF_PATH_MAX + 1], why[256];
-    int pinned = 0;
-
-    if (conf_from_args(nc, h->argc, h->argv, hub_is_own_arg, err, errlen) < 0)
-        return -1;
-    for (size_t i = 0; i < N_FIXED; i++) {
-        const char *name = fixed_options[i], *running = pin_value(r, i);
-        if (conf_format_value(nc, name, value, sizeof(value)) < 0 || strcmp(value, running) == 0)
-            continue;
+    if (conf_format_value(nc, name, value, sizeof(value)) < 0 || strcmp(value, running) == 0)
+        return 0;
+    if (strstr(name, "password") != NULL)
+        log_warn(0,
+                 "reload: %s cannot change without a full restart of wshub; keeping the "
+                 "running value",
+                 name);
+    else
         log_warn(0,
                  "reload: %s cannot change without a full restart of wshub; keeping \"%s\" "
                  "(the configuration now says \"%s\")",
                  name, running, value);
-        if (nc->n_overrides >= CONF_MAX_OVERRIDES) {
-            snprintf(err, errlen, "too many command-line options to keep %s", name);
-            return -1;
-        }
-        if (conf_set(nc, name, running, why, sizeof(why)) < 0) {
-            snprintf(err, errlen, "keeping %s: %s", name, why);
-            return -1;
-        }
-        nc->overrides[nc->n_overrides++] = r->pins[i];
-        pinned++;
+    if (conf_set(nc, name, running, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "keeping %s: %s", name, why);
+        return -1;
     }
-    return pinned > 0 ? conf_finalize(nc, err, errlen) : 0;
+    return 1;
+}
+
+/* Re-reads the configuration into *nc as at start-up and puts back the running value of every
+ * fixed or hub-only option that differs, with a warning. Returns 0, or -1 with the reason in
+ * err. */
+static int hub_reload_conf(struct hub *h, struct conf *nc, char *err, size_t errlen)
+{
+    struct hub_restart *r = &h->restart;
+    char running[CONF_PATH_MAX + 1];
+    int kept = 0, k;
+
+    if (conf_from_args(nc, h->argc, h->argv, hub_is_own_arg, err, errlen) < 0)
+        return -1;
+    for (size_t i = 0; i < N_FIXED; i++) {
+        if ((k = hub_keep_option(nc, fixed_options[i], pin_value(r, i), err, errlen)) < 0)
+            return -1;
+        if (k == 0)
+            continue;
+        if (nc->n_overrides >= CONF_MAX_OVERRIDES) {
+            snprintf(err, errlen, "too many command-line options to keep %s", fixed_options[i]);
+            return -1;
+        }
+        nc->overrides[nc->n_overrides++] = r->pins[i]; /* the children get it too */
+        kept++;
+    }
+    for (size_t i = 0; i < N_HUB_ONLY; i++) {
+        if (conf_format_value(&h->conf, hub_only_options[i], running, sizeof(running)) < 0)
+            continue;
+        if ((k = hub_keep_option(nc, hub_only_options[i], running, err, errlen)) < 0)
+            return -1;
+        kept += k;
+    }
+    return kept > 0 ? conf_finalize(nc, err, errlen) : 0;
 }
 
 /* Applies what the hub itself uses of a new configuration (`was` is the one before). */

@@ -133,5 +133,5 @@ deb: $(BINS) $(CTL)
 	rm -rf $(BUILD)/deb
 	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/deb/root PREFIX=/usr \
 	    UNITDIR=/lib/systemd/system SYSCONFDIR=/etc
-	packaging/debian/build-deb.sh $(BUILD)/deb/root $(BUILD) $(VERSION)
+	packaging/debian/build-deb.sh $(abspath $(BUILD))/deb/root $(abspath $(BUILD)) $(VERSION)
 	rm -rf $(BUILD)/deb

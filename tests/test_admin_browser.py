@@ -4,7 +4,7 @@ wshub-admin processes that must agree on the CSRF token), driven over the DevToo
 (tests/cdp.py says why that way). The page must render the numbers stats.json has (connections,
 one row per worker with its pid and counts, the ring's next sequence), draw both charts, run
 under its strict CSP without a single violation or script error, broadcast through its form to
-connected WebSocket clients, record a rolling-restart request, list connections and close one
+connected WebSocket clients, run a rolling restart from its button, list connections and close one
 with its button, and leave a screenshot in tests/artifacts/admin-page.png (admin-page-apache.png,
 admin-page-fcgid.png for the other fronts)."""
 import asyncio
@@ -146,6 +146,16 @@ def test_stats_page_in_chromium(make_stack, front_name):
             await browser.wait_for(
                 "document.getElementById('hub-restarts').dataset.value === '1'", 10,
                 "restart request counted on the page")
+            # The request is a real rolling restart: every client gets 1012 (service restart),
+            # then reconnects, in the same order, to generation 2.
+            await until(lambda: all(c.closed.is_set() for c in clients), 15, "1012 for all")
+            assert [c.close_code for c in clients] == [1012] * 4
+            await in_thread(wait_for, lambda: stack.stats()["hub"]["generation"] == 2, 10,
+                            "generation 2")
+            clients = [await connect(stack.hub.ws_url, name="direct%d" % i) for i in range(3)]
+            clients.append(await connect(front.ws_url, name="via-" + front_name))
+            await in_thread(wait_for, lambda: stack.stats()["totals"]["connections"] == 4, 10,
+                            "4 clients counted after the restart")
 
             # ---- connections list ----
             await browser.click("#conns-form button")

@@ -254,12 +254,13 @@ async def reload_scenario(stack):
     await until(lambda: client.messages == ["still here"], 5, "a broadcast after the abandon")
 
     # A good file: 3 workers from an "upgraded" binary (a copy), another ws_path, a 1 s ping,
-    # and a ring_size the running segment cannot take (warned about, kept).
+    # a ring_size the running segment cannot take and a Redis timeout the running bridge cannot
+    # (both warned about, kept).
     upgraded = os.path.join(hub.base, "wshub-worker-upgraded")
     shutil.copy(binary("wshub-worker"), upgraded)
     os.chmod(upgraded, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     hub.options.update({"worker_binary": upgraded, "workers": "3", "ws_path": "/ws2",
-                        "ping_interval": "1s", "ring_size": "32m"})
+                        "ping_interval": "1s", "ring_size": "32m", "redis_timeout": "500ms"})
     write_conf(hub)
     mark = len(log_text(stack))
     hub.signal(signal.SIGHUP)
@@ -269,6 +270,9 @@ async def reload_scenario(stack):
     text = log_text(stack)[mark:]
     assert re.search(r'reload: ring_size cannot change without a full restart of wshub; keeping '
                      r'"16777216" \(the configuration now says "33554432"\)', text), text
+    # The Redis bridge's options are the hub's alone: kept too, but not passed to the workers.
+    assert re.search(r'reload: redis_timeout cannot change without a full restart of wshub; '
+                     r'keeping "250ms"', text), text
     await until(lambda: client.closed.is_set(), 5, "the old client's close")
     assert client.close_code == 1012
 
@@ -277,7 +281,8 @@ async def reload_scenario(stack):
     for w in workers_of(st, 3):
         assert os.readlink("/proc/%d/exe" % w["pid"]) == upgraded
         with open("/proc/%d/cmdline" % w["pid"], "rb") as f:
-            assert b"--ring_size=16777216" in f.read().split(b"\0")
+            args = f.read().split(b"\0")
+        assert b"--ring_size=16777216" in args and not [a for a in args if b"redis" in a], args
     r = await in_thread(hub.fcgi, "GET", "/healthz")
     assert r.status == 200 and r.json()["workers"] == 3, r
 

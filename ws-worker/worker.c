@@ -15,7 +15,7 @@
  * wrapping them as lws raw-file wsis. With a foreign loop, the libev event-lib plugin does not
  * install its SIGINT watcher (lib/event-libs/libev/libev.c, elops_init_pt_ev); lws only sets
  * SIGPIPE to SIG_IGN at context creation, which we want too. Our ev_signal watchers are the only
- * handlers of TERM, INT and USR1.
+ * handlers of TERM, INT, HUP and USR1.
  *
  * lws timers on a foreign libev loop (4.1.6): every lws timeout (handshake and close-ack
  * deadlines, lws_set_timeout; keepalive is ours, worker_keepalive.c) lives on one sorted list
@@ -316,8 +316,8 @@ static int worker_start(struct worker *w)
     return 0;
 }
 
-/* TERM, INT and USR1 stay blocked until their ev_signal watchers exist (worker_signal_start
- * unblocks them), so a stop requested during start-up is acted on, not fatal. */
+/* TERM, INT, USR1 and HUP stay blocked until their ev_signal watchers exist (worker_signal_start
+ * unblocks them), so a stop or a restart requested during start-up is acted on, not fatal. */
 static void worker_block_signals(void)
 {
     sigset_t set;
@@ -325,6 +325,7 @@ static void worker_block_signals(void)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGHUP);
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
         log_warn(errno, "sigprocmask(SIG_BLOCK) failed");
 }

@@ -11,6 +11,7 @@
  *   worker_deliver.c    writing whole frames to connections: from the pump, or on WRITEABLE
  *   worker_keepalive.c  pings for quiet clients, hang-ups for silent ones (not lws's timers)
  *   worker_signal.c     signals, the 1 s tick (hub still alive?) and the graceful stop
+ *   worker_restart.c    the rolling restart's drain: 1012 closes spread over restart_spread
  *
  * All state lives in one struct worker, reached from lws callbacks through the context's user
  * pointer; there are no globals shared between these files. Everything runs on the one loop
@@ -44,6 +45,7 @@
 #define WORKER_KEEPALIVE_MAX_PERIOD  1.0 /* and at most */
 #define WORKER_NO_FRAME              UINT64_MAX
 #define WORKER_CLOSE_TRY_AGAIN_LATER 1013 /* RFC 6455 registry; lws 4.1.6 has no name for it */
+#define WORKER_CLOSE_SERVICE_RESTART 1012 /* likewise: the rolling restart's close */
 
 /* One frame in the local buffer. Frame numbers only grow; frame f lives in
  * frames[f & (nframes - 1)] while head <= f < tail. */
@@ -139,12 +141,16 @@ struct worker {
     uint32_t nconns;
 
     /* lifecycle (worker_signal.c) */
-    ev_signal sig_term, sig_int, sig_usr1;
+    ev_signal sig_term, sig_int, sig_usr1, sig_hup;
     ev_timer tick;
     ev_timer drain_deadline;
     int draining;
-    int finished; /* the loop should end */
-    uint32_t cut; /* connections still open at the drain deadline */
+    int restarting;         /* draining for a rolling restart (SIGHUP): 1012, spread out */
+    ev_timer restart_timer; /* worker_restart.c: the close batches */
+    double restart_end;     /* ev_now() by which every connection is to be closing */
+    double restart_credit;  /* closes due but not yet made (fractions carry over) */
+    int finished;           /* the loop should end */
+    uint32_t cut;           /* connections still open at the drain deadline */
 };
 
 /* worker_accept.c */
@@ -199,5 +205,13 @@ void worker_keepalive_start(struct worker *w);
 int worker_signal_start(struct worker *w);
 void worker_stop_begin(struct worker *w, const char *why);
 void worker_stop_check(struct worker *w);
+/* Cuts whoever is left `seconds` from now and ends the loop. */
+void worker_drain_deadline_start(struct worker *w, double seconds);
+
+/* worker_restart.c */
+/* SIGHUP: stop accepting, close every client with 1012, spread over restart_spread. */
+void worker_restart_begin(struct worker *w);
+/* A stop during that drain: the clients not yet closing get 1001 at once. */
+void worker_restart_to_stop(struct worker *w, const char *why);
 
 #endif /* WSHUB_WORKER_H */

@@ -2,11 +2,12 @@
  *
  * Handshake: only the configured ws_path is upgraded. Refusals happen in
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, where a real HTTP status can still be sent (refusing later
- * only drops the TCP connection): 404 for another path, 503 while draining or when the worker or
- * the shared connection table is full. worker_handshake_check() is the seam for the origin and
- * token checks that come later. Plain HTTP requests get 404 (400 on the ws path itself). The
- * responses are written by hand (proto_send_status) because lws_return_http_status() says
- * "HTTP/1.0" on the upgrade path in 4.1.6.
+ * only drops the TCP connection): 404 for another path, 503 while stopping or when the worker or
+ * the shared connection table is full (in a rolling restart's drain a handshake already accepted
+ * completes, and worker_restart.c closes it with 1012 in turn). worker_handshake_check() is the
+ * seam for the origin and token checks that come later. Plain HTTP requests get 404 (400 on the ws
+ * path itself). The responses are written by hand (proto_send_status) because
+ * lws_return_http_status() says "HTTP/1.0" on the upgrade path in 4.1.6.
  *
  * Delivery is worker_deliver.c: the pump writes to idle connections directly, SERVER_WRITEABLE
  * serves the rest. We never write part of a frame: lws may put a pong or a close frame between
@@ -15,9 +16,9 @@
  * after which no data frame is written.
  *
  * Closing: worker_conn_schedule_close() sets a frame number at which the connection is closed
- * with a given code (1013 slow consumer or lapped worker, 1001 shutdown). The close happens in
- * WRITEABLE (lws_close_reason + return -1) once everything before that frame was sent, and a
- * WORKER_CLOSE_GRACE_S timeout cuts a client that does not read even that.
+ * with a given code (1013 slow consumer or lapped worker, 1001 shutdown, 1012 rolling restart).
+ * The close happens in WRITEABLE (lws_close_reason + return -1) once everything before that frame
+ * was sent, and a WORKER_CLOSE_GRACE_S timeout cuts a client that does not read even that.
  *
  * Keepalive is worker_keepalive.c (ping after ping_interval without a sign of life, hang up
  * after idle_timeout); a pong or any message from the client is a sign of life. The reason
@@ -117,7 +118,7 @@ static int proto_confirm_upgrade(struct worker *w, struct lws *wsi, const char *
                             "unsupported upgrade");
     if (!proto_path_is_ws(w, wsi))
         return proto_refuse(w, wsi, HTTP_STATUS_NOT_FOUND, SHM_REJECT_BAD_PATH, "not found");
-    if (w->draining)
+    if (w->draining && !w->restarting)
         return proto_refuse(w, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, SHM_REJECT_DRAINING,
                             "server shutting down");
     if (w->nconns >= w->conf.worker_connections)
@@ -186,6 +187,8 @@ static const char *close_text(const struct worker_conn *c)
         return "slow consumer: resume";
     case SHM_CLOSE_SHUTDOWN:
         return "server shutting down";
+    case SHM_CLOSE_RESTART:
+        return "service restart";
     case SHM_CLOSE_TOO_BIG:
         return "message too big";
     case SHM_CLOSE_ADMIN:
@@ -282,7 +285,7 @@ static void conn_established(struct worker *w, struct worker_conn *c, struct lws
     c->counted = 1;
     atomic_fetch_add_explicit(&w->stats->connections, 1, memory_order_relaxed);
     stats_add(&w->stats->accepted, 1);
-    if (w->draining)
+    if (w->draining && !w->restarting) /* a restart drain closes it in turn */
         worker_conn_schedule_close(c, c->cursor, LWS_CLOSE_STATUS_GOINGAWAY, SHM_CLOSE_SHUTDOWN);
 }
 

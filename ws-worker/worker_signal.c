@@ -3,6 +3,7 @@
  * Signals arrive as libev ev_signal watchers, i.e. as ordinary loop events: libev's own handler
  * only records the signal and wakes the loop, and all work happens here on the loop thread.
  *   TERM, INT  graceful stop (below)
+ *   HUP        rolling restart: a new generation serves, leave for it (worker_restart.c)
  *   USR1       reopen the log file (logrotate)
  * The hub's death also means stop: PR_SET_PDEATHSIG delivers SIGTERM, and the tick checks
  * getppid() against the hub pid in the segment in case the signal was missed (hub died before
@@ -29,10 +30,11 @@ static void worker_finish(struct worker *w)
     ev_break(w->loop, EVBREAK_ALL);
 }
 
-/* Ends the loop once no connection is left. */
+/* Ends the loop once no connection is left (in a restart, no accepted socket either: a handshake
+ * still in flight is a client that must not see its connection drop). */
 void worker_stop_check(struct worker *w)
 {
-    if (w->draining && w->nconns == 0 && !w->finished) {
+    if (w->draining && w->nconns == 0 && (!w->restarting || w->sockets == 0) && !w->finished) {
         log_info("drained: every connection closed");
         worker_finish(w);
     }
@@ -44,16 +46,24 @@ static void worker_drain_deadline_cb(struct ev_loop *loop, ev_timer *t, int reve
     (void)t;
     (void)revents;
     w->cut = w->nconns;
-    log_warn(0, "shutdown_timeout (%u ms) reached: cutting %u connections",
-             w->conf.shutdown_timeout_ms, w->cut);
-    worker_conns_drop_all(w, SHM_CLOSE_SHUTDOWN);
+    log_warn(0, "drain deadline (%s) reached: cutting %u connections",
+             w->restarting ? "restart_spread + shutdown_timeout" : "shutdown_timeout", w->cut);
+    worker_conns_drop_all(w, w->restarting ? SHM_CLOSE_RESTART : SHM_CLOSE_SHUTDOWN);
     worker_finish(w);
+}
+
+void worker_drain_deadline_start(struct worker *w, double seconds)
+{
+    ev_timer_init(&w->drain_deadline, worker_drain_deadline_cb, seconds, 0.);
+    ev_timer_start(w->loop, &w->drain_deadline);
 }
 
 void worker_stop_begin(struct worker *w, const char *why)
 {
-    if (w->draining)
+    if (w->draining) {
+        worker_restart_to_stop(w, why); /* nothing unless a restart drain is under way */
         return;
+    }
     log_notice("%s: draining %u connections (shutdown_timeout %u ms)", why, w->nconns,
                w->conf.shutdown_timeout_ms);
     w->draining = 1;
@@ -63,9 +73,7 @@ void worker_stop_begin(struct worker *w, const char *why)
     uint64_t target = w->fan.tail;
     for (struct worker_conn *c = w->conns.next; c != &w->conns; c = c->next)
         worker_conn_schedule_close(c, target, LWS_CLOSE_STATUS_GOINGAWAY, SHM_CLOSE_SHUTDOWN);
-    ev_timer_init(&w->drain_deadline, worker_drain_deadline_cb,
-                  w->conf.shutdown_timeout_ms / 1000.0, 0.);
-    ev_timer_start(w->loop, &w->drain_deadline);
+    worker_drain_deadline_start(w, w->conf.shutdown_timeout_ms / 1000.0);
     worker_stop_check(w);
 }
 
@@ -79,6 +87,9 @@ static void worker_signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
         break;
     case SIGINT:
         worker_stop_begin(w, "SIGINT");
+        break;
+    case SIGHUP:
+        worker_restart_begin(w);
         break;
     case SIGUSR1:
         if (log_open_file(w->conf.log_file) < 0)
@@ -103,15 +114,18 @@ int worker_signal_start(struct worker *w)
     ev_signal_init(&w->sig_term, worker_signal_cb, SIGTERM);
     ev_signal_init(&w->sig_int, worker_signal_cb, SIGINT);
     ev_signal_init(&w->sig_usr1, worker_signal_cb, SIGUSR1);
+    ev_signal_init(&w->sig_hup, worker_signal_cb, SIGHUP);
     ev_signal_start(w->loop, &w->sig_term);
     ev_signal_start(w->loop, &w->sig_int);
     ev_signal_start(w->loop, &w->sig_usr1);
+    ev_signal_start(w->loop, &w->sig_hup);
     /* main() blocked these until now; libev installs its handler but leaves the mask alone. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGHUP);
     if (sigprocmask(SIG_UNBLOCK, &set, NULL) < 0) {
         log_error(errno, "sigprocmask(SIG_UNBLOCK) failed");
         return -1;
