@@ -1,12 +1,11 @@
 /* admin_workers.c -- POST /admin/workers/restart: ask the hub for a graceful rolling restart.
  *
  * The admin program cannot restart workers itself (they are the hub's children), so it only
- * records the request: one atomic increment of hdr->restart_requested. The hub is to act whenever
- * that counter differs from the value it last acted on (a new worker generation started slot by
- * slot while the old one drains, as SIGHUP will do). The hub's side is not implemented yet: until
- * it is, a request is recorded and shown (stats.json hub.restart_requested) but nothing restarts,
- * and the 202 promises no more than that. A counter rather than a flag means two requests are
- * never merged into "no change", and nothing has to reset it.
+ * records the request: one atomic increment of hdr->restart_requested. The hub checks that counter
+ * on every tick (about 250 ms) and, when it changed, runs the same rolling restart as SIGHUP
+ * (hub/hub_restart.c): a new worker generation from the re-read config, the old one draining with
+ * close 1012. Requests arriving during a restart queue one more. A counter rather than a flag
+ * means two requests are never merged into "no change", and nothing has to reset it.
  *
  * The answer is 202 Accepted: the restart happens afterwards, and its progress shows in
  * stats.json (hub.generation, each worker's generation and state). It carries the generation
