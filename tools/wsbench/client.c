@@ -153,6 +153,8 @@ static int client_wait_ms(const struct client *cl, int64_t now)
         if (cl->oldest_pending < cl->next_start &&
             cl->conns[cl->oldest_pending].deadline_ns < until)
             until = cl->conns[cl->oldest_pending].deadline_ns;
+    } else if (cl->phase == PHASE_RUNNING) {
+        until = churn_next_wake(cl);
     } else if (cl->phase == PHASE_CLOSING) {
         until = cl->close_deadline;
     }
@@ -165,7 +167,7 @@ static int client_wait_ms(const struct client *cl, int64_t now)
 static void client_on_start(struct client *cl, int64_t now)
 {
     for (uint32_t i = 0; i < cl->count; i++) {
-        if (cl->conns[i].state == CONN_OPEN) {
+        if (cl->conns[i].state == CONN_OPEN && !cl->conns[i].churner) {
             cl->conns[i].subscribed = 1;
             cl->res.subscribed++;
         }
@@ -174,12 +176,14 @@ static void client_on_start(struct client *cl, int64_t now)
         log_warn(errno, "getrusage() failed");
     cl->phase_start_ns = now;
     cl->phase = PHASE_RUNNING;
+    churn_start(cl, now);
 }
 
 /* The server accepted `n` broadcasts: count who already has them all. */
 static void client_on_expect(struct client *cl, int64_t n, int64_t now)
 {
     cl->expected = n;
+    cl->churn_on = 0; /* every POST is answered: the end of the run stays still */
     cl->complete = cl->dead_incomplete = 0;
     for (uint32_t i = 0; i < cl->count; i++) {
         struct conn *c = &cl->conns[i];
@@ -197,6 +201,7 @@ static void client_on_expect(struct client *cl, int64_t n, int64_t now)
 static void client_on_stop(struct client *cl, int64_t now)
 {
     client_sample_phase(cl, now);
+    cl->churn_on = 0;
     if (cl->phase == PHASE_CONNECTING) /* aborted run: give up on pending attempts */
         cl->next_start = cl->count;
     for (uint32_t i = 0; i < cl->count; i++) {
@@ -246,9 +251,13 @@ static void client_finish(struct client *cl)
 
     for (uint32_t i = 0; i < cl->count; i++) {
         struct conn *c = &cl->conns[i];
-        if (c->subscribed && c->unique < expected)
-            r->lost += (uint64_t)(expected - c->unique);
-        r->unique += c->unique;
+        if (c->churner) {
+            churn_session_end(cl, c);
+        } else {
+            if (c->subscribed && c->unique < expected)
+                r->lost += (uint64_t)(expected - c->unique);
+            r->unique += c->unique;
+        }
         if (c->fd >= 0)
             conn_release(cl, c);
     }
@@ -285,6 +294,7 @@ static void client_init(struct client *cl, const struct opts *o, uint32_t child,
     cl->expected = -1;
     cl->rate = o->connect_rate / o->processes;
     hist_init(&cl->res.latency);
+    hist_init(&cl->res.churn_rejoin);
     if (getrandom(&cl->rng, sizeof(cl->rng), 0) != sizeof(cl->rng))
         cl->rng = (uint64_t)client_now() ^ ((uint64_t)getpid() << 32);
     cl->conns = calloc(count ? count : 1, sizeof(*cl->conns));
@@ -300,6 +310,10 @@ static void client_init(struct client *cl, const struct opts *o, uint32_t child,
         cl->msg_max[i] = -1;
     for (uint32_t i = 0; i < count; i++)
         cl->conns[i].fd = -1;
+    if (churn_init(cl) < 0) {
+        log_error(ENOMEM, "allocating the churn pool failed");
+        exit(1);
+    }
     cl->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (cl->epfd < 0) {
         log_error(errno, "epoll_create1() failed");
@@ -328,6 +342,8 @@ void client_run(const struct opts *o, uint32_t child, uint32_t first, uint32_t c
         int64_t now = client_now();
         if (cl.phase == PHASE_CONNECTING)
             client_pace(&cl, now);
+        if (cl.phase == PHASE_RUNNING)
+            churn_tick(&cl, now);
         if (cl.phase == PHASE_CLOSING && (cl.closing == 0 || now >= cl.close_deadline))
             client_finish(&cl);
         int n = epoll_wait(cl.epfd, evs, 512, client_wait_ms(&cl, now));

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "publisher.h"
 
 static void conn_epoll(struct client *cl, struct conn *c, uint32_t events, int op)
 {
@@ -68,7 +69,12 @@ static void conn_log_once(struct client *cl, unsigned slot, int err, const char 
 
 void conn_fail(struct client *cl, struct conn *c, enum wire_fail why, int err)
 {
-    cl->res.failed[why]++;
+    if (c->rejoining) { /* a churn comeback: not one of the run's -n connections */
+        cl->res.churn_failed[why]++;
+        c->rejoining = 0;
+    } else {
+        cl->res.failed[why]++;
+    }
     conn_log_once(cl, why, err, "failure", wire_fail_names[why]);
     conn_release(cl, c);
 }
@@ -180,8 +186,7 @@ void conn_start(struct client *cl, uint32_t i, int64_t now)
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         c->state = CONN_DONE;
-        cl->res.failed[WIRE_FAIL_OTHER]++;
-        conn_log_once(cl, WIRE_FAIL_OTHER, errno, "failure", "socket()");
+        conn_fail(cl, c, WIRE_FAIL_OTHER, errno);
         return;
     }
     c->state = CONN_CONNECTING;
@@ -260,8 +265,12 @@ static void conn_on_payload(struct client *cl, struct conn *c, const struct fram
         r->foreign++;
         return;
     }
-    r->received++;
-    if (cl->o->size >= FRAME_PREFIX_MAX && ev->len != cl->o->size) /* else unpadded */
+    if (c->churner)
+        r->churn_received++;
+    else
+        r->received++;
+    uint32_t size = publisher_size_for(cl->o, seq);
+    if (size >= FRAME_PREFIX_MAX && ev->len != size) /* else unpadded */
         r->bad_size++;
     if (ev->frames > 1)
         r->fragmented++;
@@ -282,6 +291,8 @@ static void conn_on_payload(struct client *cl, struct conn *c, const struct fram
         w->cpu_last_ns = cl->cpu_now;
     }
 
+    if (c->unique == 0 && c->max_plus1 == 0)
+        c->first_seq = (uint32_t)seq; /* a session's first receipt (churn accounting) */
     if (seq >= c->max_plus1) {
         uint64_t shift = seq + 1 - c->max_plus1;
         c->window = shift >= 64 ? 1 : (c->window << shift) | 1;
@@ -354,7 +365,10 @@ static int conn_on_frame(struct client *cl, struct conn *c, const struct frame_e
         return 0;
     case FRAME_EV_CLOSE:
         if (c->state == CONN_CLOSING) { /* the answer to ours */
-            cl->res.closed_clean++;
+            if (c->leaving)
+                cl->res.churn_closes_answered++;
+            else
+                cl->res.closed_clean++;
             conn_release(cl, c);
             return -1;
         }
@@ -433,7 +447,10 @@ static void conn_read_handshake(struct client *cl, struct conn *c, int64_t now)
     c->state = CONN_OPEN;
     cl->pending--;
     cl->open++;
-    cl->res.ok++;
+    if (c->rejoining)
+        churn_on_open(cl, c, now);
+    else
+        cl->res.ok++;
     frame_parser_reset(&c->fp);
     if (extra > 0)
         conn_feed(cl, c, cl->rbuf, extra, now);

@@ -53,7 +53,26 @@ struct conn {
     uint32_t max_plus1; /* highest sequence seen + 1 */
     uint32_t unique;    /* distinct sequences received */
     uint64_t window;    /* bit d set = sequence max_plus1-1-d received */
+    /* --churn (client_churn.c). A pool connection is never `subscribed`; each of its sessions
+     * (one per connection it opens) is accounted on its own when it ends. */
+    uint8_t churner;    /* in the churn pool */
+    uint8_t leaving;    /* closing because it churned (not at STOP) */
+    uint8_t rejoining;  /* its new connection is in flight: failures count under churn */
+    uint32_t first_seq; /* first sequence this session received (valid when unique > 0) */
+    uint32_t churn_gen; /* bumped at each leave: tells stale queue entries apart */
     struct frame_parser fp;
+};
+
+/* A FIFO of connections waiting for a time. Every entry of one queue waits the same duration,
+ * so entries are pushed in the order they come due and only the head needs looking at. */
+struct churn_ent {
+    uint32_t idx, gen;
+    int64_t at;
+};
+
+struct churn_queue {
+    struct churn_ent *e;
+    uint32_t head, count, cap;
 };
 
 /* The span over which one broadcast reached this process's connections, and the process's CPU
@@ -92,6 +111,15 @@ struct client {
     int64_t phase_start_ns;
     int phase_sampled;
     uint64_t rng;
+    /* --churn (client_churn.c) */
+    uint32_t *pool; /* indices of this process's pool connections */
+    uint32_t pool_n;
+    int churn_on;               /* leaves happen: from START until EXPECT (fanout) or STOP */
+    int64_t churn_t0;           /* START */
+    uint64_t churn_done;        /* leave slots used since START */
+    double churn_rate;          /* leaves per second for this process */
+    struct churn_queue away;    /* left, waiting --churn-away to come back */
+    struct churn_queue joining; /* new connection in flight, waiting for its deadline */
     uint8_t logged[WIRE_FAIL_COUNT + WIRE_DROP_COUNT]; /* first occurrence logged */
     struct wire_result res;
     uint8_t rbuf[256 * 1024];
@@ -109,5 +137,13 @@ void conn_release(struct client *cl, struct conn *c);
 
 /* client.c, called by client_conn.c when a subscribed connection finishes or dies */
 void client_check_complete(struct client *cl, int64_t now);
+
+/* client_churn.c */
+int churn_init(struct client *cl);
+void churn_start(struct client *cl, int64_t now);
+void churn_tick(struct client *cl, int64_t now);
+int64_t churn_next_wake(const struct client *cl);
+void churn_on_open(struct client *cl, struct conn *c, int64_t now);
+void churn_session_end(struct client *cl, struct conn *c);
 
 #endif /* WSBENCH_CLIENT_INT_H */

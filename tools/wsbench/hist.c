@@ -32,6 +32,14 @@ static int64_t hist_bucket_mid(unsigned idx)
     return (int64_t)(((1ULL << HIST_SUB_BITS) + sub) * width + width / 2);
 }
 
+int64_t hist_bucket_upper(unsigned idx)
+{
+    unsigned e = (idx >> HIST_SUB_BITS) + HIST_MIN_EXP;
+    uint64_t sub = idx & ((1u << HIST_SUB_BITS) - 1);
+    uint64_t width = 1ULL << (e - HIST_SUB_BITS);
+    return (int64_t)(((1ULL << HIST_SUB_BITS) + sub + 1) * width);
+}
+
 void hist_record(struct hist *h, int64_t ns)
 {
     if (ns < 0)

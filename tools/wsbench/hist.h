@@ -32,4 +32,7 @@ void hist_merge(struct hist *into, const struct hist *from);
  * smallest value, clamped to [min, max]; the exact max for the largest rank. 0 when empty. */
 int64_t hist_quantile(const struct hist *h, double q);
 
+/* Upper edge (ns, exclusive) of bucket idx, for printing the distribution. */
+int64_t hist_bucket_upper(unsigned idx);
+
 #endif /* WSBENCH_HIST_H */

@@ -54,6 +54,20 @@ int main(void)
     hist_init(&b); /* a single value comes back exactly (clamped to min/max) */
     hist_record(&b, 123456789);
     CHECK(hist_quantile(&b, 0.5) == 123456789);
+
+    /* bucket edges (the --cdf output): each value lies below its bucket's upper edge and at
+     * or above the previous bucket's */
+    static const int64_t vals[] = {1024, 1500, 65535, 65536, 999999, 123456789, 100000000000LL};
+    for (size_t k = 0; k < sizeof(vals) / sizeof(vals[0]); k++) {
+        hist_init(&b);
+        hist_record(&b, vals[k]);
+        unsigned i = 0;
+        while (i < HIST_BUCKETS && b.bucket[i] == 0)
+            i++;
+        CHECK(i < HIST_BUCKETS && hist_bucket_upper(i) > vals[k]);
+        CHECK(i == 0 || hist_bucket_upper(i - 1) <= vals[k]);
+        CHECK(hist_bucket_upper(i) - vals[k] <= vals[k] / 64 + 1);
+    }
     if (failures) {
         fprintf(stderr, "hist_test: %d failures\n", failures);
         return 1;

@@ -15,7 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #define OPTS_PER_PROCESS_DEFAULT 15000 /* connections per client process when -p is auto */
 #define OPTS_DEFAULT_URL         "ws://127.0.0.1:8080/ws"
@@ -62,7 +65,9 @@ static const char opts_manual[] =
     "        Bind connection i to source address BASE + (i mod K) before connecting, so that\n"
     "        ephemeral ports never run out (about 28,000 per source address with the default\n"
     "        net.ipv4.ip_local_port_range). Default: auto, enough addresses to keep each under\n"
-    "        80% of the port range.\n"
+    "        a quarter of the port range: connect() searches for a free port by probing the\n"
+    "        kernel's established table, and that search grows with the ports already in use\n"
+    "        (at 60% use, 50,000 connects cost ~0.6 ms of kernel time each).\n"
     "    --source-base ADDR\n"
     "        First source address. 0.0.0.0 disables binding (the kernel picks). Default:\n"
     "        127.0.0.1.\n"
@@ -93,14 +98,24 @@ static const char opts_manual[] =
     "    -m, --messages M\n"
     "        Broadcasts to publish. Default: 100.\n"
     "    -r, --rate R\n"
-    "        Broadcasts per second (fixed intervals; a late tick sends what is due at once).\n"
-    "        Default: 10.\n"
+    "        Broadcasts per second (a late tick sends what is due at once). Default: 10.\n"
+    "    --arrivals fixed|poisson\n"
+    "        fixed: one broadcast every 1/R seconds. poisson: exponentially distributed gaps\n"
+    "        of mean 1/R (a Poisson process, as independent publishers produce), drawn from\n"
+    "        --seed. Default: fixed.\n"
     "    -s, --size S\n"
     "        Payload bytes. Payloads are ASCII JSON,\n"
     "            {\"r\":\"RUNID\",\"s\":SEQ,\"t\":NS,\"p\":\"xxxx...\"}\n"
     "        with the run id, the publisher's sequence number (0..M-1) and the CLOCK_MONOTONIC\n"
     "        time of the POST in nanoseconds, padded to S bytes; a smaller S gives the unpadded\n"
     "        minimum (about 55 bytes). Default: 64.\n"
+    "    --size-max S2\n"
+    "        Draw each payload's size uniformly from S..S2 instead. The size of broadcast SEQ\n"
+    "        is a hash of --seed and SEQ, so every subscriber checks the exact size it must\n"
+    "        receive (bad_size). Default: 0 (every payload S bytes).\n"
+    "    --seed N\n"
+    "        Seed of the Poisson gaps, the payload sizes and the churn choices; the same seed\n"
+    "        gives the same schedule and sizes. Default: random (printed in params).\n"
     "    --settle DURATION\n"
     "        Pause between the last connection and the first POST. Default: 1s.\n"
     "    --drain-timeout DURATION\n"
@@ -117,6 +132,21 @@ static const char opts_manual[] =
     "        Content-Type of the POSTs. Default: text/plain.\n"
     "    --pub-header 'Name: value'\n"
     "        Extra header on every POST (Authorization, ...). Repeatable, up to 16.\n"
+    "\n"
+    "CHURN (hold and fanout)\n"
+    "    --churn R\n"
+    "        During the measured phase (hold: the whole hold; fanout: until the last POST is\n"
+    "        answered), R connections per second over all processes leave -- a close frame\n"
+    "        with 1001, then the socket is closed when the server answers -- and each comes\n"
+    "        back as a new connection --churn-away later. Leavers are drawn at random from the\n"
+    "        churn pool. Default: 0 (no churn).\n"
+    "    --churn-pool F\n"
+    "        Share of the connections (0 < F <= 1, spread evenly) that come and go; the others\n"
+    "        stay for the whole run and alone make up `deliveries` (subscribers, expected,\n"
+    "        lost). Pool connections are accounted per session under `churn`. Default: 0.1.\n"
+    "    --churn-away DURATION\n"
+    "        Time between a leave and the new connection. A close the server has not answered\n"
+    "        by then is cut (counted). Default: 1s.\n"
     "\n"
     "SERVER MEASUREMENTS\n"
     "    The server's processes are the union of the three options below, looked up again at\n"
@@ -137,6 +167,10 @@ static const char opts_manual[] =
     "    --timeout DURATION\n"
     "        Hard cap on the whole run; when reached the run is aborted and reported as such.\n"
     "        Default: 15m.\n"
+    "    --cdf\n"
+    "        Add latency_ms.cdf to the output: [upper edge in ms, fraction of deliveries at\n"
+    "        or below it] for every non-empty histogram bucket (buckets are 1/64 of their\n"
+    "        power of two wide), for plotting the whole distribution.\n"
     "    -v, --verbose\n"
     "        Progress lines on stderr.\n"
     "    -h, --help\n"
@@ -154,15 +188,23 @@ static const char opts_manual[] =
     "                  closed_clean_at_end.\n"
     "    publish       (fanout) sent, ok (2xx), failed, unanswered, status classes,\n"
     "                  achieved_rate, answer_ms (POST to its HTTP answer).\n"
+    "                  interval_ms {mean, cv}: gaps between consecutive POSTs as written\n"
+    "                  (cv near 0 for fixed arrivals, near 1 for poisson).\n"
     "    deliveries    (fanout) subscribers, expected (ok x subscribers), received, unique,\n"
     "                  lost, duplicated, out_of_order, foreign (not our payload), bad_size,\n"
-    "                  fragmented.\n"
-    "    delivered_per_sec   unique deliveries / (last receipt - first POST).\n"
+    "                  fragmented. With churn, only the connections outside the pool.\n"
+    "    delivered_per_sec   unique deliveries (churn sessions included) / (last receipt -\n"
+    "                  first POST).\n"
     "    latency_ms    p50, p90, p99, p999, max, min, mean of receive time minus the send\n"
     "                  time carried in the payload.\n"
     "    post_to_last_delivery_ms   per broadcast, its last receipt minus its POST: p50, p90,\n"
     "                  p99 and max over broadcasts (max = latency max).\n"
     "    last_delivery_ms   first POST to the last receipt of the run.\n"
+    "    churn         (with --churn) pool, left, rejoined, rejoin_failed_total,\n"
+    "                  rejoin_failed {by reason}, closes_answered, closes_cut, received and\n"
+    "                  unique (fanout deliveries to pool connections), session_gaps (broadcasts\n"
+    "                  missing between the first and the last one a session received),\n"
+    "                  rejoin_ms (new connection: connect + handshake).\n"
     "    server        pids; memory before (connecting), after (all connected), end, each\n"
     "                  {processes, rss_kb, pss_kb}, per_connection_bytes (PSS delta / ok) and\n"
     "                  per_connection_rss_bytes; cpu_s {connect, phase, total,\n"
@@ -214,6 +256,13 @@ enum {
     OPT_SERVER_TREE,
     OPT_SERVER_PATTERN,
     OPT_TIMEOUT,
+    OPT_ARRIVALS,
+    OPT_SIZE_MAX,
+    OPT_SEED,
+    OPT_CHURN,
+    OPT_CHURN_POOL,
+    OPT_CHURN_AWAY,
+    OPT_CDF,
 };
 
 static const struct option opts_long[] = {
@@ -242,6 +291,13 @@ static const struct option opts_long[] = {
     {"server-tree", required_argument, NULL, OPT_SERVER_TREE},
     {"server-pattern", required_argument, NULL, OPT_SERVER_PATTERN},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"arrivals", required_argument, NULL, OPT_ARRIVALS},
+    {"size-max", required_argument, NULL, OPT_SIZE_MAX},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"churn", required_argument, NULL, OPT_CHURN},
+    {"churn-pool", required_argument, NULL, OPT_CHURN_POOL},
+    {"churn-away", required_argument, NULL, OPT_CHURN_AWAY},
+    {"cdf", no_argument, NULL, OPT_CDF},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -368,6 +424,18 @@ static int opts_header(const char *name, const char *value, const char **list, i
     return 0;
 }
 
+static int opts_seed(const char *name, const char *s, struct opts *o)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-')
+        return opts_bad(name, s, "expected a non-negative integer");
+    o->seed = v;
+    o->seed_given = 1;
+    return 0;
+}
+
 static void opts_defaults(struct opts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -386,6 +454,8 @@ static void opts_defaults(struct opts *o)
     o->pub_connections = 1;
     o->pub_max_requests = 100;
     strcpy(o->pub_content_type, "text/plain");
+    o->churn_pool = 0.1;
+    o->churn_away_ns = 1000000000LL;
     inet_pton(AF_INET, "127.0.0.1", &o->source_base);
 }
 
@@ -454,8 +524,32 @@ static int opts_apply(struct opts *o, int c, const char *name, const char *v)
         return 0;
     case OPT_TIMEOUT:
         return opts_duration(name, v, &o->timeout_ns);
+    case OPT_ARRIVALS:
+        if (strcmp(v, "fixed") == 0)
+            o->arrivals = OPTS_ARRIVALS_FIXED;
+        else if (strcmp(v, "poisson") == 0)
+            o->arrivals = OPTS_ARRIVALS_POISSON;
+        else
+            return opts_bad(name, v, "expected fixed or poisson");
+        return 0;
+    case OPT_SIZE_MAX:
+        return opts_u32(name, v, 1, 64 * 1024 * 1024, &o->size_max);
+    case OPT_SEED:
+        return opts_seed(name, v, o);
+    case OPT_CHURN:
+        return opts_double(name, v, &o->churn);
+    case OPT_CHURN_POOL:
+        if (opts_double(name, v, &o->churn_pool) < 0)
+            return -1;
+        return o->churn_pool > 0 && o->churn_pool <= 1 ? 0
+                                                       : opts_bad(name, v, "expected 0 < F <= 1");
+    case OPT_CHURN_AWAY:
+        return opts_duration(name, v, &o->churn_away_ns);
     case 'v':
         o->verbose = 1;
+        return 0;
+    case OPT_CDF:
+        o->cdf = 1;
         return 0;
     default:
         return -1;
@@ -502,13 +596,19 @@ static int opts_resolve(struct opts *o)
         return -1;
     }
     if (o->source_addrs == 0) {
-        uint64_t per_addr = (uint64_t)o->port_range * 8 / 10;
+        uint64_t per_addr = (uint64_t)o->port_range / 4;
         o->source_addrs = (uint32_t)((o->connections + per_addr - 1) / per_addr);
         if (o->source_addrs == 0)
             o->source_addrs = 1;
     }
     if (o->source_base.s_addr == htonl(INADDR_ANY))
         o->source_addrs = 1;
+    if (!o->seed_given && getrandom(&o->seed, sizeof(o->seed), 0) != sizeof(o->seed))
+        o->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    if (o->size_max != 0 && o->size_max < o->size) {
+        fprintf(stderr, "wsbench: --size-max %u is below --size %u\n", o->size_max, o->size);
+        return -1;
+    }
     return 0;
 }
 

@@ -13,6 +13,9 @@
 
 enum opts_mode { OPTS_MODE_HOLD = 0, OPTS_MODE_FANOUT };
 
+/* When broadcasts are due: every 1/rate seconds, or a Poisson process of the same mean rate. */
+enum opts_arrivals { OPTS_ARRIVALS_FIXED = 0, OPTS_ARRIVALS_POISSON };
+
 /* A parsed ws:// or http:// URL; only IPv4 literal or resolvable hosts. */
 struct opts_endpoint {
     char url[512];           /* as given */
@@ -35,7 +38,14 @@ struct opts {
     int64_t hold_ns;
     uint32_t messages; /* -m */
     double rate;       /* -r */
-    uint32_t size;     /* -s */
+    uint32_t size;     /* -s; the smallest size when size_max is set */
+    uint32_t size_max; /* --size-max; 0 = every payload is `size` bytes */
+    enum opts_arrivals arrivals;
+    uint64_t seed; /* --seed, resolved from random when not given */
+    int seed_given;
+    double churn;      /* --churn: leaves per second over all processes; 0 = none */
+    double churn_pool; /* --churn-pool: share of the connections that come and go */
+    int64_t churn_away_ns;
     int64_t settle_ns;
     int64_t drain_timeout_ns;
     int64_t close_timeout_ns;
@@ -52,6 +62,7 @@ struct opts {
     pid_t server_tree;          /* 0 = none */
     const char *server_pattern; /* NULL = none */
     int verbose;
+    int cdf; /* --cdf: print the latency distribution */
     /* derived */
     uint32_t port_range; /* ephemeral ports per source address, from the sysctl */
     uint64_t fd_limit;   /* RLIMIT_NOFILE hard limit */

@@ -1,15 +1,18 @@
-/* publisher.c -- pipelined HTTP/1.1 POSTs at a fixed rate (see publisher.h).
+/* publisher.c -- pipelined HTTP/1.1 POSTs at a fixed rate or Poisson arrivals (see publisher.h).
  *
  * Each connection keeps a FIFO of its requests' send times: HTTP/1.1 answers come back in
  * request order, so the head of the FIFO is always the request an answer belongs to. Answers
  * are parsed incrementally (Content-Length, chunked, or body-until-close) and their bodies are
  * skipped, never stored. The payload is stamped with CLOCK_MONOTONIC immediately before the
- * write that carries it; subscribers in other processes read the same clock.
+ * write that carries it; subscribers in other processes read the same clock. Poisson gaps and
+ * payload sizes come from --seed through splitmix64, so a run can be repeated exactly and a
+ * subscriber can recompute the size each broadcast must have.
  */
 #include "publisher.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +60,10 @@ struct publisher {
     int active[32]; /* per lane: slot taking new requests, -1 none */
     uint32_t next_seq;
     int64_t t0;
+    int64_t next_due;  /* of broadcast next_seq */
+    int64_t last_due;  /* of broadcast messages - 1 */
+    uint64_t gap_rng;  /* poisson gaps, from --seed */
+    int64_t prev_send; /* for the gap statistics */
     struct publisher_stats st;
     char *req; /* scratch for one request */
     size_t req_cap;
@@ -83,6 +90,29 @@ size_t publisher_payload(char *buf, size_t size, const char *run_id, uint64_t se
     return len + 2;
 }
 
+uint64_t publisher_mix(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+uint32_t publisher_size_for(const struct opts *o, uint64_t seq)
+{
+    if (o->size_max <= o->size)
+        return o->size;
+    uint64_t st = o->seed ^ (seq * 0xd1b54a32d192ed03ULL) ^ 0x5153u;
+    return o->size + (uint32_t)(publisher_mix(&st) % (o->size_max - o->size + 1u));
+}
+
+/* One exponential gap of mean 1/rate, in ns (inverse transform of a uniform in (0, 1]). */
+static int64_t pub_exp_gap(uint64_t *rng, double rate)
+{
+    double u = ((double)(publisher_mix(rng) >> 11) + 1.0) / 9007199254740992.0;
+    return (int64_t)(-log(u) * 1e9 / rate);
+}
+
 struct publisher *publisher_create(const struct opts *o, int epfd, uint64_t tag_base,
                                    const char *run_id)
 {
@@ -93,8 +123,8 @@ struct publisher *publisher_create(const struct opts *o, int epfd, uint64_t tag_
     p->epfd = epfd;
     p->tag_base = tag_base;
     p->run_id = run_id;
-    p->req_cap = (size_t)o->size + 2048 + sizeof(o->pub.path) + sizeof(o->pub.host_header) +
-                 sizeof(o->pub_content_type);
+    p->req_cap = (size_t)(o->size_max > o->size ? o->size_max : o->size) + 2048 +
+                 sizeof(o->pub.path) + sizeof(o->pub.host_header) + sizeof(o->pub_content_type);
     for (int i = 0; i < o->n_pub_headers; i++)
         p->req_cap += strlen(o->pub_headers[i]) + 2;
     p->req = malloc(p->req_cap);
@@ -227,7 +257,8 @@ static int pub_append(struct pub_conn *pc, const char *buf, size_t len)
 static size_t pub_request(struct publisher *p, uint64_t seq, int last, int64_t now)
 {
     const struct opts *o = p->o;
-    size_t body_cap = o->size > 80 ? o->size : 80;
+    uint32_t size = publisher_size_for(o, seq);
+    size_t body_cap = size > 80 ? size : 80;
     size_t head = (size_t)snprintf(
         p->req, p->req_cap, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n%s", o->pub.path,
         o->pub.host_header, o->pub_content_type, last ? "Connection: close\r\n" : "");
@@ -236,7 +267,7 @@ static size_t pub_request(struct publisher *p, uint64_t seq, int last, int64_t n
     /* The body goes after a Content-Length line whose width we do not know yet: build it at
      * the end of the buffer and move it. */
     char *body = p->req + p->req_cap - body_cap - 1;
-    size_t blen = publisher_payload(body, o->size, p->run_id, seq, now);
+    size_t blen = publisher_payload(body, size, p->run_id, seq, now);
     head += (size_t)snprintf(p->req + head, p->req_cap - head, "Content-Length: %zu\r\n\r\n", blen);
     memmove(p->req + head, body, blen);
     return head + blen;
@@ -254,6 +285,12 @@ static void pub_send(struct publisher *p, uint64_t seq)
     if (p->st.first_send_ns == 0)
         p->st.first_send_ns = now;
     p->st.last_send_ns = now;
+    if (p->prev_send != 0) {
+        double gap = (double)(now - p->prev_send) / 1e6;
+        p->st.gap_sum_ms += gap;
+        p->st.gap_sq_ms += gap * gap;
+    }
+    p->prev_send = now;
     if (slot < 0) {
         p->st.unanswered++;
         return;
@@ -274,23 +311,54 @@ static void pub_send(struct publisher *p, uint64_t seq)
         pub_flush(p, pc);
 }
 
+/* Due time of broadcast `seq` once broadcast seq - 1 was due at `prev` (fixed times are computed
+ * from t0, so rounding never accumulates). */
+static int64_t pub_due_after(struct publisher *p, uint64_t *rng, uint32_t seq, int64_t prev)
+{
+    if (seq == 0)
+        return p->t0;
+    if (p->o->arrivals == OPTS_ARRIVALS_POISSON)
+        return prev + pub_exp_gap(rng, p->o->rate);
+    return p->t0 + (int64_t)((double)seq * 1e9 / p->o->rate);
+}
+
 void publisher_start(struct publisher *p, int64_t now)
 {
+    uint64_t rng = p->o->seed ^ 0xa076c0ffeeULL, probe;
     p->t0 = now;
+    p->gap_rng = rng;
+    /* Walk the schedule once with a copy of the generator to know when it ends: the parent
+     * waits for answers until then plus the drain timeout. */
+    probe = rng;
+    p->last_due = now;
+    if (p->o->arrivals == OPTS_ARRIVALS_POISSON)
+        for (uint32_t i = 1; i < p->o->messages; i++)
+            p->last_due = pub_due_after(p, &probe, i, p->last_due);
+    else if (p->o->messages > 0)
+        p->last_due = pub_due_after(p, &probe, p->o->messages - 1, now);
+    p->st.schedule_span_ns = p->last_due - now;
+    p->next_due = now;
+}
+
+int64_t publisher_last_due(const struct publisher *p)
+{
+    return p->last_due;
 }
 
 int64_t publisher_next_due(const struct publisher *p)
 {
     if (p->next_seq >= p->o->messages)
         return -1;
-    return p->t0 + (int64_t)((double)p->next_seq * 1e9 / p->o->rate);
+    return p->next_due;
 }
 
 void publisher_tick(struct publisher *p, int64_t now)
 {
     int64_t due;
-    while ((due = publisher_next_due(p)) >= 0 && due <= now)
+    while ((due = publisher_next_due(p)) >= 0 && due <= now) {
         pub_send(p, p->next_seq++);
+        p->next_due = pub_due_after(p, &p->gap_rng, p->next_seq, due);
+    }
 }
 
 /* One whole answer has been read: match it to the oldest request. Returns -1 if the connection

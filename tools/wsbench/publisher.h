@@ -1,4 +1,5 @@
-/* publisher.h -- the fanout publisher: broadcasts by HTTP POST at a fixed rate, pipelined.
+/* publisher.h -- the fanout publisher: broadcasts by HTTP POST at a fixed rate or as a Poisson
+ * process, pipelined.
  *
  * Runs in the parent process on the parent's epoll set. Requests are written as soon as they
  * are due, without waiting for earlier answers (HTTP/1.1 pipelining on keep-alive connections),
@@ -27,6 +28,8 @@ struct publisher_stats {
     uint64_t status_class[6];            /* answers by first digit, [1]..[5]; [0] = unparseable */
     int first_bad_status;                /* first non-2xx status seen, 0 if none */
     int64_t first_send_ns, last_send_ns; /* CLOCK_MONOTONIC */
+    double gap_sum_ms, gap_sq_ms;        /* gaps between consecutive POSTs, for mean and cv */
+    int64_t schedule_span_ns;            /* last broadcast's due time minus the first's */
     struct hist answer;                  /* time from write to answer */
 };
 
@@ -36,8 +39,12 @@ struct publisher *publisher_create(const struct opts *o, int epfd, uint64_t tag_
                                    const char *run_id);
 void publisher_destroy(struct publisher *p);
 
-/* Starts the clock: broadcast i is due at start + i / rate. */
+/* Starts the clock: broadcast i is due at start + i / rate (fixed), or after i exponential gaps
+ * of mean 1 / rate drawn from --seed (poisson). */
 void publisher_start(struct publisher *p, int64_t now);
+
+/* When the last broadcast is due (valid after publisher_start). */
+int64_t publisher_last_due(const struct publisher *p);
 
 /* Sends everything due by `now`. */
 void publisher_tick(struct publisher *p, int64_t now);
@@ -59,5 +66,12 @@ const struct publisher_stats *publisher_stats(const struct publisher *p);
 /* Writes the payload for broadcast `seq` sent at `now_ns` into buf (cap >= size + 1 and >= 80).
  * Returns its length: `size`, or the unpadded minimum when that is larger. */
 size_t publisher_payload(char *buf, size_t size, const char *run_id, uint64_t seq, int64_t now_ns);
+
+/* The size broadcast `seq` is padded to: --size, or with --size-max a value in size..size_max
+ * that depends only on --seed and seq, so subscribers can compute it too. */
+uint32_t publisher_size_for(const struct opts *o, uint64_t seq);
+
+/* splitmix64 step: the one generator behind every seeded choice (gaps, sizes, churn). */
+uint64_t publisher_mix(uint64_t *state);
 
 #endif /* WSBENCH_PUBLISHER_H */

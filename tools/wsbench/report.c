@@ -92,6 +92,12 @@ static double ms(int64_t ns)
     return (double)ns / 1e6;
 }
 
+/* Every distinct delivery the server made: steady subscribers and churn sessions. */
+static uint64_t report_unique_all(const struct run *r)
+{
+    return r->total.unique + r->total.churn_unique;
+}
+
 void report_merge(struct run *r, const struct wire_result *w, const int64_t *msg_max)
 {
     struct wire_result *t = &r->total;
@@ -120,6 +126,17 @@ void report_merge(struct run *r, const struct wire_result *w, const int64_t *msg
         t->first_recv_ns = w->first_recv_ns;
     if (w->last_recv_ns > t->last_recv_ns)
         t->last_recv_ns = w->last_recv_ns;
+    t->churn_pool += w->churn_pool;
+    t->churn_left += w->churn_left;
+    t->churn_rejoined += w->churn_rejoined;
+    for (int i = 0; i < WIRE_FAIL_COUNT; i++)
+        t->churn_failed[i] += w->churn_failed[i];
+    t->churn_closes_answered += w->churn_closes_answered;
+    t->churn_closes_cut += w->churn_closes_cut;
+    t->churn_received += w->churn_received;
+    t->churn_unique += w->churn_unique;
+    t->churn_gaps += w->churn_gaps;
+    hist_merge(&t->churn_rejoin, &w->churn_rejoin);
     t->cpu_total_s += w->cpu_total_s;
     t->cpu_phase_s += w->cpu_phase_s;
     if (w->window_ns > 0) {
@@ -139,7 +156,22 @@ void report_merge(struct run *r, const struct wire_result *w, const int64_t *msg
     r->results++;
 }
 
-static void report_latency(struct json *j, const char *key, const struct hist *h)
+/* [upper edge ms, cumulative fraction] per non-empty bucket. */
+static void report_cdf(struct json *j, const struct hist *h)
+{
+    uint64_t seen = 0;
+    json_open(j, "cdf", '[');
+    for (unsigned i = 0; i < HIST_BUCKETS && h->count > 0; i++) {
+        if (h->bucket[i] == 0)
+            continue;
+        seen += h->bucket[i];
+        json_key(j, NULL);
+        fprintf(j->f, "[%.4f, %.6f]", ms(hist_bucket_upper(i)), (double)seen / (double)h->count);
+    }
+    json_close(j, ']');
+}
+
+static void report_latency(struct json *j, const char *key, const struct hist *h, int cdf)
 {
     json_open(j, key, '{');
     json_u64(j, "count", h->count);
@@ -150,6 +182,8 @@ static void report_latency(struct json *j, const char *key, const struct hist *h
     json_num(j, "max", ms(h->max_ns), 3);
     json_num(j, "min", h->count ? ms(h->min_ns) : 0, 3);
     json_num(j, "mean", h->count ? ms((int64_t)(h->sum_ns / h->count)) : 0, 3);
+    if (cdf)
+        report_cdf(j, h);
     json_close(j, '}');
 }
 
@@ -199,10 +233,18 @@ static void report_params(struct json *j, const struct run *r)
         json_u64(j, "messages", o->messages);
         json_num(j, "rate", o->rate, 3);
         json_u64(j, "size", o->size);
+        json_u64(j, "size_max", o->size_max > o->size ? o->size_max : o->size);
+        json_str(j, "arrivals", o->arrivals == OPTS_ARRIVALS_POISSON ? "poisson" : "fixed");
         json_num(j, "settle_s", (double)o->settle_ns / 1e9, 3);
         json_num(j, "drain_timeout_s", (double)o->drain_timeout_ns / 1e9, 3);
         json_u64(j, "pub_connections", o->pub_connections);
         json_str(j, "run_id", r->run_id);
+    }
+    json_u64(j, "seed", o->seed);
+    json_num(j, "churn", o->churn, 3);
+    if (o->churn > 0) {
+        json_num(j, "churn_pool", o->churn_pool, 4);
+        json_num(j, "churn_away_s", (double)o->churn_away_ns / 1e9, 3);
     }
     json_close(j, '}');
 }
@@ -256,7 +298,14 @@ static void report_publish(struct json *j, const struct run *r)
                  ? (double)(p->sent - 1) / ((double)(p->last_send_ns - p->first_send_ns) / 1e9)
                  : 0,
              2);
-    report_latency(j, "answer_ms", &p->answer);
+    json_num(j, "schedule_span_s", (double)p->schedule_span_ns / 1e9, 3);
+    json_open(j, "interval_ms", '{');
+    double n = p->sent > 1 ? (double)(p->sent - 1) : 0, mean = n ? p->gap_sum_ms / n : 0;
+    double var = n ? p->gap_sq_ms / n - mean * mean : 0;
+    json_num(j, "mean", mean, 3);
+    json_num(j, "cv", mean > 0 ? sqrt(var > 0 ? var : 0) / mean : 0, 3);
+    json_close(j, '}');
+    report_latency(j, "answer_ms", &p->answer, 0);
     json_close(j, '}');
 }
 
@@ -277,11 +326,38 @@ static void report_deliveries(struct json *j, const struct run *r)
     json_u64(j, "fragmented", t->fragmented);
     json_close(j, '}');
     double span = (double)(t->last_recv_ns - p->first_send_ns) / 1e9;
-    json_num(j, "delivered_per_sec", t->last_recv_ns > p->first_send_ns ? t->unique / span : 0, 1);
-    report_latency(j, "latency_ms", &t->latency);
+    json_num(j, "delivered_per_sec",
+             t->last_recv_ns > p->first_send_ns ? (double)report_unique_all(r) / span : 0, 1);
+    report_latency(j, "latency_ms", &t->latency, r->o->cdf);
     report_per_broadcast(j, r);
     json_num(j, "last_delivery_ms",
              t->last_recv_ns > 0 ? ms(t->last_recv_ns - p->first_send_ns) : 0, 3);
+}
+
+static void report_churn(struct json *j, const struct run *r)
+{
+    const struct wire_result *t = &r->total;
+    uint64_t nf = 0;
+    for (int i = 0; i < WIRE_FAIL_COUNT; i++)
+        nf += t->churn_failed[i];
+    json_open(j, "churn", '{');
+    json_u64(j, "pool", t->churn_pool);
+    json_u64(j, "left", t->churn_left);
+    json_u64(j, "rejoined", t->churn_rejoined);
+    json_u64(j, "rejoin_failed_total", nf);
+    json_open(j, "rejoin_failed", '{');
+    for (int i = 0; i < WIRE_FAIL_COUNT; i++)
+        json_u64(j, wire_fail_names[i], t->churn_failed[i]);
+    json_close(j, '}');
+    json_u64(j, "closes_answered", t->churn_closes_answered);
+    json_u64(j, "closes_cut", t->churn_closes_cut);
+    if (r->pub != NULL) {
+        json_u64(j, "received", t->churn_received);
+        json_u64(j, "unique", t->churn_unique);
+        json_u64(j, "session_gaps", t->churn_gaps);
+    }
+    report_latency(j, "rejoin_ms", &t->churn_rejoin, 0);
+    json_close(j, '}');
 }
 
 static void report_mem(struct json *j, const char *key, const struct procstat_sample *s)
@@ -320,8 +396,8 @@ static void report_server(struct json *j, const struct run *r)
     json_num(j, "connect", procstat_cpu_delta(b, a), 2);
     json_num(j, "phase", phase_cpu, 2);
     json_num(j, "total", procstat_cpu_delta(b, e), 2);
-    if (r->pub != NULL && r->total.unique > 0)
-        json_num(j, "us_per_delivery", phase_cpu * 1e6 / (double)r->total.unique, 3);
+    if (r->pub != NULL && report_unique_all(r) > 0)
+        json_num(j, "us_per_delivery", phase_cpu * 1e6 / (double)report_unique_all(r), 3);
     json_close(j, '}');
     json_close(j, '}');
 }
@@ -350,9 +426,10 @@ static void report_client(struct json *j, const struct run *r)
     json_u64(j, "processes", r->o->processes);
     json_num(j, "cpu_s", r->client_cpu_s, 2);
     json_num(j, "phase_cpu_s", r->total.cpu_phase_s + r->parent_phase_cpu_s, 2);
-    if (r->pub != NULL && r->total.unique > 0)
-        json_num(j, "us_per_delivery",
-                 (r->total.cpu_phase_s + r->parent_phase_cpu_s) * 1e6 / (double)r->total.unique, 3);
+    if (r->pub != NULL && report_unique_all(r) > 0)
+        json_num(
+            j, "us_per_delivery",
+            (r->total.cpu_phase_s + r->parent_phase_cpu_s) * 1e6 / (double)report_unique_all(r), 3);
     json_num(j, "busiest_process_cpu_frac", r->busiest_child_frac, 3);
     json_num(j, "publisher_cpu_frac", parent_frac, 3);
     json_num(j, "busiest_process_burst_cpu_frac", r->busiest_window_frac, 3);
@@ -404,6 +481,8 @@ void report_print(const struct run *r, FILE *out)
         report_publish(&j, r);
         report_deliveries(&j, r);
     }
+    if (r->o->churn > 0)
+        report_churn(&j, r);
     json_num(&j, "phase_s", (double)(r->t_phase_end - r->t_phase_start) / 1e9, 3);
     json_num(&j, "wall_s", (double)(r->t_end - r->t_start) / 1e9, 3);
     report_server(&j, r);

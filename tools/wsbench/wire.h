@@ -98,6 +98,15 @@ struct wire_result {
     int64_t window_ns;                   /* summed spans over which broadcasts arrived here */
     int64_t window_cpu_ns;               /* CPU this process used within those spans */
     int64_t phase_ns;                    /* wall time of that span */
+    /* --churn: the pool's connections, accounted per session (client_churn.c) */
+    uint64_t churn_pool;                    /* connections in the pool */
+    uint64_t churn_left, churn_rejoined;    /* leaves, and new connections that opened */
+    uint64_t churn_failed[WIRE_FAIL_COUNT]; /* new connections that failed, by reason */
+    uint64_t churn_closes_answered;         /* leaves whose close the server answered */
+    uint64_t churn_closes_cut;              /* ... or not before --churn-away */
+    uint64_t churn_received, churn_unique;  /* fanout deliveries to pool connections */
+    uint64_t churn_gaps;                    /* missing inside a session's received range */
+    struct hist churn_rejoin;               /* connect + handshake of new connections */
     struct hist latency;
 };
 

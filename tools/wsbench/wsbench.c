@@ -307,7 +307,7 @@ static int run_fanout(struct parent *p)
     p->run.pub = publisher_stats(p->pub);
     publisher_start(p->pub, now_ns());
     /* Answers get until the last broadcast is due plus the drain timeout. */
-    int64_t last_due = now_ns() + (int64_t)((double)o->messages * 1e9 / o->rate);
+    int64_t last_due = publisher_last_due(p->pub);
     int rc = wait_until(p, last_due + o->drain_timeout_ns, publisher_finished);
     if (rc < 0)
         return -1;
@@ -411,6 +411,7 @@ int main(int argc, char **argv)
             r->msg_max[i] = -1;
     }
     hist_init(&r->total.latency);
+    hist_init(&r->total.churn_rejoin);
     if (procstat_sample(&p.o, &r->before) < 0)
         return 2;
     r->after = r->end = r->before;

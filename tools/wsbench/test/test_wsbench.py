@@ -271,3 +271,113 @@ def test_processes_and_source_addresses(server):
     assert out["params"]["processes"] == 3
     assert out["connections"]["ok"] == 300
     assert srv.stats()["peers"] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+
+# ---- randomized pattern: Poisson arrivals, sizes from a range ----
+
+def test_poisson_gaps_are_exponential_and_repeat_with_the_seed(server):
+    srv = server()
+    runs = [fanout(srv, 5, 150, "-r", 150, "--arrivals", "poisson", "--seed", seed)
+            for seed in (5, 5, 6)]
+    for out in runs:
+        p = out["publish"]
+        assert out["params"]["arrivals"] == "poisson"
+        assert p["ok"] == 150 and out["deliveries"]["lost"] == 0
+        # exponential gaps: standard deviation equal to the mean (cv 1; +-0.3 covers 150
+        # samples and the loop's millisecond ticks)
+        assert 0.7 < p["interval_ms"]["cv"] < 1.3, p["interval_ms"]
+        assert 3 < p["interval_ms"]["mean"] < 12
+    assert runs[0]["publish"]["schedule_span_s"] == runs[1]["publish"]["schedule_span_s"]
+    assert runs[0]["publish"]["schedule_span_s"] != runs[2]["publish"]["schedule_span_s"]
+    fixed = fanout(srv, 5, 100, "-r", 100)["publish"]
+    assert fixed["interval_ms"]["cv"] < 0.35 and abs(fixed["interval_ms"]["mean"] - 10) < 1
+    assert abs(fixed["schedule_span_s"] - 0.99) < 0.001
+
+
+def test_sizes_from_a_range_are_checked_per_broadcast(server):
+    srv = server()
+    out = fanout(srv, 10, 60, "-s", 100, "--size-max", 3000, "--seed", 3)
+    d = out["deliveries"]
+    assert d["received"] == 600 and d["bad_size"] == 0 and d["lost"] == 0
+    st = srv.stats()
+    assert 100 <= st["post_min"] and st["post_max"] <= 3000
+    assert st["post_max"] - st["post_min"] > 1500    # 60 uniform draws spread out
+    # one delivery a byte short of the size its sequence number implies is caught
+    srv2 = server("--trim", "4")
+    d = fanout(srv2, 10, 60, "-s", 100, "--size-max", 3000, "--seed", 3)["deliveries"]
+    assert d["bad_size"] == 1 and d["received"] == 600 and d["lost"] == 0
+
+
+def test_size_max_below_size_is_refused():
+    r = subprocess.run([WSBENCH, "fanout", "-s", "500", "--size-max", "100"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "size-max" in r.stderr
+
+
+# ---- connection churn ----
+
+def churn_fanout(srv, *extra):
+    return wsbench("fanout", "--url", srv.ws_url, "--publish-url", srv.pub_url, "-n", 100,
+                   "-m", 200, "-r", 100, "--settle", "0.1", "--drain-timeout", "3",
+                   "--churn", 40, "--churn-pool", 0.3, "--churn-away", "100ms", *extra)
+
+
+def test_churn_leaves_and_comes_back(server):
+    srv = server()
+    out = churn_fanout(srv)
+    no_failures(out)
+    c, d = out["churn"], out["deliveries"]
+    assert c["pool"] == 30 and d["subscribers"] == 70
+    # 40 leaves/s over the ~2 s of publishing
+    assert 60 <= c["left"] <= 90, c
+    assert c["rejoin_failed_total"] == 0 and c["closes_cut"] == 0
+    assert c["closes_answered"] == c["left"]
+    # comebacks still away at the end are the only ones missing
+    assert c["left"] - 8 <= c["rejoined"] <= c["left"]
+    assert c["rejoin_ms"]["count"] == c["rejoined"] and c["rejoin_ms"]["min"] > 0
+    assert out["connections"]["survived"] == 100 - (c["left"] - c["rejoined"])
+    st = srv.stats()
+    assert st["handshakes"] == 100 + c["rejoined"]
+    # pool sessions receive, with no gap; the steady 70 keep exact accounting
+    assert c["unique"] > 1000 and c["session_gaps"] == 0
+    assert d["expected"] == 70 * 200 and d["received"] == 14000 and d["lost"] == 0
+    assert d["duplicated"] == 0 and d["out_of_order"] == 0
+
+
+def test_churn_session_gap_is_counted(server):
+    # Every connection after the first 100, i.e. every comeback, misses broadcast 150.
+    srv = server("--drop-late", "100", "150")
+    out = churn_fanout(srv)
+    c, d = out["churn"], out["deliveries"]
+    dropped = srv.stats()["late_dropped"]
+    assert dropped > 0
+    # A session that received both sides of the hole counts it once; one that left or came
+    # back right at broadcast 150 cannot tell a hole from its edge.
+    assert 0 < c["session_gaps"] <= dropped
+    assert d["lost"] == 0 and d["received"] == 14000
+
+
+def test_churn_during_hold(server):
+    srv = server()
+    out = wsbench("hold", "--url", srv.ws_url, "-n", 50, "--hold", "1.5s", "--churn", 20,
+                  "--churn-pool", 0.5, "--churn-away", "200ms")
+    c = out["churn"]
+    assert c["pool"] == 25 and 20 <= c["left"] <= 32
+    assert c["rejoin_failed_total"] == 0 and c["closes_answered"] == c["left"]
+    assert c["left"] - 6 <= c["rejoined"] <= c["left"]
+    assert out["connections"]["survived"] == 50 - (c["left"] - c["rejoined"])
+    assert "session_gaps" not in c
+
+
+def test_cdf_is_the_whole_distribution(server):
+    srv = server()
+    out = fanout(srv, 20, 30, "--cdf")
+    lat = out["latency_ms"]
+    cdf = lat["cdf"]
+    assert len(cdf) >= 1 and cdf[-1][1] == 1.0
+    assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(cdf, cdf[1:]))
+    assert cdf[-1][0] >= lat["max"]
+    # the median's bucket: first edge whose fraction reaches 0.5, within 1/64 of p50
+    edge = next(x for x, f in cdf if f >= 0.5)
+    assert lat["p50"] <= edge <= lat["p50"] * 1.04 + 0.002
+    assert "cdf" not in fanout(srv, 5, 5)["latency_ms"]

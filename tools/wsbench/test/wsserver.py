@@ -3,8 +3,10 @@
 
 Two implementations of the WebSocket side behind one HTTP publish port:
   --impl raw  our own asyncio RFC 6455 server, so that faults can be injected on purpose:
-              a wrong Sec-WebSocket-Accept, a non-101 status, silence, a dropped, duplicated or
-              swapped broadcast for one connection (the "victim": the first to connect),
+              a wrong Sec-WebSocket-Accept, a non-101 status, silence, a dropped, duplicated,
+              swapped or one-byte-short broadcast for one connection (the "victim": the first
+              to connect), a broadcast dropped for every connection after the first K (churn
+              comebacks),
               pings before each broadcast (pong payloads are checked), fragmented messages,
               close frames (the echo is checked), and every client frame must be masked;
   --impl lib  the Debian `websockets` package's server, an independent implementation that
@@ -30,6 +32,7 @@ STATS = {
     "pings_sent": 0, "pongs_ok": 0, "pongs_bad": 0, "unmasked_frames": 0,
     "bad_frames": 0, "close_frames_sent": 0, "close_echo_ok": 0, "close_echo_bad": 0,
     "client_closes": 0, "peers": [], "posts": 0, "open": 0,
+    "post_min": None, "post_max": None, "late_dropped": 0,
 }
 PEERS = set()
 
@@ -83,6 +86,11 @@ class RawConn:
         victim = self.index == 0
         if victim and n == a.drop:
             return
+        if a.drop_late is not None and self.index >= a.drop_late[0] and n == a.drop_late[1]:
+            STATS["late_dropped"] += 1
+            return
+        if victim and n == a.trim:
+            body = body[:-1]
         if victim and n == a.swap:
             self.held = body
             return
@@ -205,6 +213,9 @@ class Server:
         n = self.posts
         self.posts += 1
         STATS["posts"] += 1
+        size = len(body)
+        STATS["post_min"] = size if STATS["post_min"] is None else min(STATS["post_min"], size)
+        STATS["post_max"] = size if STATS["post_max"] is None else max(STATS["post_max"], size)
         if n == self.args.pub_fail:
             return 500
         STATS["broadcasts"] += 1
@@ -258,6 +269,10 @@ async def main():
     ap.add_argument("--drop", type=int, default=-1, help="do not send broadcast N to the victim")
     ap.add_argument("--dup", type=int, default=-1, help="send broadcast N twice to the victim")
     ap.add_argument("--swap", type=int, default=-1, help="send N+1 before N to the victim")
+    ap.add_argument("--trim", type=int, default=-1,
+                    help="send broadcast N to the victim one byte short")
+    ap.add_argument("--drop-late", type=int, nargs=2, metavar=("K", "N"), default=None,
+                    help="connections after the first K (churn comebacks) miss broadcast N")
     ap.add_argument("--pub-fail", type=int, default=-1, help="answer POST N with 500")
     ap.add_argument("--ping", action="store_true", help="ping every client before each broadcast")
     ap.add_argument("--fragment", type=int, default=1, help="send broadcasts in N fragments")
