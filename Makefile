@@ -145,9 +145,19 @@ test-wsbench:
 
 # Benchmarks (bench/bench.py, bench/README.md): each workload on a fresh stack under /tmp, ports
 # 19700-19799. bench-compare installs libnginx-mod-nchan (and gnuplot-nox) when missing.
-.PHONY: bench bench-compare
+.PHONY: bench bench-compare bench-cluster
 bench: $(BINS) wsbench
 	QUICK=$(QUICK) WSHUB_BUILD=$(abspath $(BUILD)) $(PYTHON) bench/bench.py
+	$(MAKE) --no-print-directory bench-cluster
+
+# Cross-instance fan-out through the Redis bridge (issue 8): latency single node vs A->A vs A->B,
+# A->B throughput, and loss across a Redis outage (30 s; skipped with QUICK=1), with a private
+# redis-server and two instances (tests/measure_redis_bridge.py). Results in bench/results/cluster.*
+bench-cluster: $(BINS) wsbench
+	@mkdir -p bench/results
+	WSHUB_BUILD=$(abspath $(BUILD)) $(PYTHON) tests/measure_redis_bridge.py \
+	    $(if $(QUICK),--no-outage,--outage 30) --json bench/results/cluster.json \
+	    | tee bench/results/cluster.txt
 
 bench-compare: $(BINS) wsbench
 	QUICK=$(QUICK) WSHUB_BUILD=$(abspath $(BUILD)) $(PYTHON) bench/bench.py --compare
