@@ -44,7 +44,7 @@ EV_LIBS     := $(shell pkg-config --libs libev 2>/dev/null || echo -lev)
 FCGI_CFLAGS := $(shell pkg-config --cflags fcgi)
 FCGI_LIBS   := $(shell pkg-config --libs fcgi)
 
-COMMON_SRC := common/log.c common/conf.c
+COMMON_SRC := common/log.c common/conf.c common/http_status.c
 SHM_SRC    := shm/shm.c shm/ring.c shm/conntab.c shm/doorbell.c shm/stats.c
 # The Redis bridge (docs/redis-bridge.md): producers' side in the library, hiredis in the hub only.
 SHM_SRC    += shm/bridge.c

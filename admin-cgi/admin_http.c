@@ -17,6 +17,7 @@
  * Seam for a later issue: admin_auth_check() may also accept a JWT with an admin claim.
  */
 #include "admin.h"
+#include "http_status.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -156,38 +157,6 @@ void admin_buf_json_str(struct admin_buf *b, const char *s)
 
 /* ---- responses ---- */
 
-static const char *http_reason(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 202:
-        return "Accepted";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 411:
-        return "Length Required";
-    case 413:
-        return "Payload Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return "Unknown";
-    }
-}
-
 const char *admin_req_param(const struct admin_req *r, const char *name)
 {
     return FCGX_GetParam(name, r->fcgi->envp);
@@ -215,7 +184,7 @@ int admin_respond(struct admin_req *r, int status, const char *content_type,
     int n = snprintf(head, sizeof(head),
                      "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Cache-Control: no-store\r\n%s\r\n",
-                     status, http_reason(status), content_type, len, extra_headers);
+                     status, http_status_phrase(status), content_type, len, extra_headers);
     if (n < 0 || (size_t)n >= sizeof(head)) {
         log_error(0, "response header for status %d does not fit %zu bytes", status, sizeof(head));
         return -1;

@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 
 #include "conntab.h"
+#include "http_status.h"
 #include "log.h"
 #include "stats.h"
 
@@ -64,24 +65,6 @@ static int proto_path_is_ws(struct worker *w, struct lws *wsi)
     return n > 0 && strcmp(uri, w->conf.ws_path) == 0; /* the query string is a separate token */
 }
 
-static const char *status_phrase(unsigned status)
-{
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 429:
-        return "Too Many Requests";
-    default:
-        return "Service Unavailable";
-    }
-}
-
 /* Writes a complete "HTTP/1.1 <status>" response that closes the connection. Built by hand:
  * lws_return_http_status() answers "HTTP/1.0" on the upgrade path in 4.1.6 (request_version is
  * only parsed for plain requests), which strict clients such as python websockets reject. */
@@ -92,7 +75,7 @@ static int proto_send_status(struct lws *wsi, unsigned status, const char *text)
     int n = snprintf(p, sizeof(buf) - LWS_PRE,
                      "HTTP/1.1 %u %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
                      "connection: close\r\ncache-control: no-store\r\n\r\n%s\n",
-                     status, status_phrase(status), strlen(text) + 1, text);
+                     status, http_status_phrase((int)status), strlen(text) + 1, text);
     if (n < 0 || n >= (int)(sizeof(buf) - LWS_PRE))
         return -1;
     return lws_write(wsi, (unsigned char *)p, (size_t)n, LWS_WRITE_HTTP) == n ? 0 : -1;
