@@ -1,20 +1,13 @@
 /* frame_test.c -- frame.c against hand-made frames: whole, byte by byte, every length
  * encoding, fragments with an interleaved ping, and each protocol violation it must refuse. */
 #include "frame.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+static int failures; /* counted by CHECK (check.h) */
 
 /* Unmasked server frame header + payload into out. Returns its length. */
 static size_t server_frame(uint8_t *out, uint8_t b0, const uint8_t *p, size_t len)

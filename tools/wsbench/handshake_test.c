@@ -1,18 +1,11 @@
 /* handshake_test.c -- the RFC 6455 example key, the request, and each way a response fails. */
 #include "handshake.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+static int failures; /* counted by CHECK (check.h) */
 
 static enum handshake_result check(const char *resp, const char *accept)
 {

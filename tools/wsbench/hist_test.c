@@ -1,18 +1,11 @@
 /* hist_test.c -- quantiles within the histogram's 1/64 precision, merging, and the clamps. */
 #include "hist.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+static int failures; /* counted by CHECK (check.h) */
 
 static int near(int64_t got, int64_t want)
 {

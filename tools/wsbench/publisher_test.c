@@ -2,6 +2,7 @@
  * every size, and anything else (another run, garbage, a cut-off prefix) is refused; sizes drawn
  * from --size..--size-max stay in range, cover it, and depend only on the seed and sequence. */
 #include "client.h"
+#include "check.h"
 #include "frame.h"
 #include "publisher.h"
 
@@ -10,15 +11,7 @@
 
 #include "opts.h"
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+static int failures; /* counted by CHECK (check.h) */
 
 static void check_sizes(void)
 {
