@@ -587,91 +587,6 @@ def make_certificate(base):
     return cert, key
 
 
-class Nginx:
-    """A private nginx in front of one Hub, from nginx-conf/ rendered by scripts/render-nginx.py."""
-
-    def __init__(self, base, hub, worker_processes=1, worker_connections=4096, tls=False):
-        self.prefix = os.path.join(base, "nginx")
-        self.hub = hub
-        self.port = free_port()
-        self.tls_port = None
-        self.proc = None
-        self.known_pids = set()
-        cmd = [sys.executable, RENDER_NGINX, "--prefix", self.prefix,
-               "--listen", "127.0.0.1:%d" % self.port, "--wshub-conf", hub.conf_file,
-               "--worker-processes", str(worker_processes),
-               "--worker-connections", str(worker_connections), "--daemon", "off",
-               "--error-log-level", "notice"]
-        if tls:
-            self.tls_port = free_port()
-            self.cert, key = make_certificate(base)
-            cmd += ["--tls-listen", "127.0.0.1:%d" % self.tls_port, "--tls-cert", self.cert,
-                    "--tls-key", key]
-        subprocess.run(cmd, check=True)
-        self.conf = os.path.join(self.prefix, "nginx.conf")
-        self.error_log = os.path.join(self.prefix, "error.log")
-        self.out_file = os.path.join(self.prefix, "nginx.out")
-
-    def cmd(self, *extra):
-        return [NGINX, "-p", self.prefix + "/", "-c", self.conf, "-e", self.error_log] + \
-            list(extra)
-
-    def start(self):
-        test = subprocess.run(self.cmd("-t", "-q"), capture_output=True, text=True)
-        assert test.returncode == 0, "nginx -t failed:\n%s%s" % (test.stdout, test.stderr)
-        out = open(self.out_file, "ab")
-        self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=out, start_new_session=True)
-        out.close()
-        return self
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def wait_ready(self, timeout=15):
-        def ready():
-            if not self.running():
-                raise AssertionError("nginx exited with %s:\n%s" %
-                                     (self.proc.returncode, self.logs()))
-            return self.get("/healthz", timeout=2).status == 200
-        try:
-            wait_for(ready, timeout, "nginx /healthz == 200")
-        except Timeout as e:
-            raise AssertionError("%s\n%s" % (e, self.logs())) from None
-        self.known_pids.update(children_of(self.proc.pid))
-        return self
-
-    def request(self, method, path, body=None, headers=None, timeout=10):
-        return http_request("127.0.0.1", self.port, method, path, body, headers, timeout)
-
-    def get(self, path, timeout=10):
-        return self.request("GET", path, timeout=timeout)
-
-    @property
-    def ws_url(self):
-        return "ws://127.0.0.1:%d%s" % (self.port, self.hub.ws_path)
-
-    def stop(self, timeout=10):
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.known_pids.update(children_of(self.proc.pid))
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-            return None
-
-    def strays(self):
-        return [(p, pid_cmdline(p)) for p in sorted(self.known_pids)
-                if pid_alive(p) and "nginx" in pid_cmdline(p)]
-
-    def logs(self, lines=40):
-        return "---- %s (tail) ----\n%s\n---- %s (tail) ----\n%s" % (
-            self.error_log, tail(self.error_log, lines), self.out_file, tail(self.out_file, lines))
-
-
 def descendants_of(pid):
     """Every live process below pid (children, their children, ...)."""
     kids = {}
@@ -700,45 +615,45 @@ def pid_user(pid):
     return None
 
 
-class Apache:
-    """A private Apache 2.4 (event MPM) in front of one Hub, from apache-conf/ rendered by
-    scripts/render-apache.py: mod_proxy_http with upgrade=websocket for the WebSocket path, and
-    for the admin locations either mod_proxy_fcgi to the hub's wshub-admin or, with
-    fcgid=True, wshub-admin processes that Apache spawns itself through mod_fcgid. Started as
-    `apache2 -d PREFIX -f PREFIX/httpd.conf -DFOREGROUND`; /etc/apache2 is never read."""
+class WebFront:
+    """What the nginx and Apache fronts share: rendering their config (with an optional TLS
+    listener), starting after a config test, waiting for /healthz, requests, stopping, and the
+    stray-process check. Subclasses set the names and timeouts below and build the render
+    command."""
 
-    def __init__(self, base, hub, clients=1000, threads_per_child=0, tls=False, fcgid=False):
-        self.prefix = os.path.join(base, "apache")
+    NAME = ""             # "nginx", "apache2": in messages and the stray check
+    STRAY_NAMES = ()      # command-line words of this front's own processes
+    CONF_NAME = OUT_NAME = ""
+    TEST_ARGS = RUN_ARGS = ()
+    READY_TIMEOUT = HEALTH_TIMEOUT = STOP_TIMEOUT = LOG_LINES = 0
+
+    def __init__(self, prefix, hub):
+        self.prefix = prefix
         self.hub = hub
-        self.fcgid = fcgid
         self.port = free_port()
         self.tls_port = None
         self.proc = None
         self.known_pids = set()
-        cmd = [sys.executable, RENDER_APACHE, "--prefix", self.prefix,
-               "--listen", "127.0.0.1:%d" % self.port, "--wshub-conf", hub.conf_file,
-               "--clients", str(clients), "--threads-per-child", str(threads_per_child),
-               "--log-level", "info"]
-        if fcgid:
-            cmd += ["--fcgid", "--admin-binary", binary("wshub-admin")]
+
+    def _render(self, cmd, base, tls):
         if tls:
             self.tls_port = free_port()
             self.cert, key = make_certificate(base)
             cmd += ["--tls-listen", "127.0.0.1:%d" % self.tls_port, "--tls-cert", self.cert,
                     "--tls-key", key]
         subprocess.run(cmd, check=True)
-        self.conf = os.path.join(self.prefix, "httpd.conf")
+        self.conf = os.path.join(self.prefix, self.CONF_NAME)
         self.error_log = os.path.join(self.prefix, "error.log")
-        self.out_file = os.path.join(self.prefix, "apache.out")
+        self.out_file = os.path.join(self.prefix, self.OUT_NAME)
 
     def cmd(self, *extra):
-        return [APACHE, "-d", self.prefix, "-f", self.conf] + list(extra)
+        raise NotImplementedError
 
     def start(self):
-        test = subprocess.run(self.cmd("-t"), capture_output=True, text=True)
-        assert test.returncode == 0, "apache2 -t failed:\n%s%s" % (test.stdout, test.stderr)
+        test = subprocess.run(self.cmd(*self.TEST_ARGS), capture_output=True, text=True)
+        assert test.returncode == 0, "%s -t failed:\n%s%s" % (self.NAME, test.stdout, test.stderr)
         out = open(self.out_file, "ab")
-        self.proc = subprocess.Popen(self.cmd("-DFOREGROUND"), stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.cmd(*self.RUN_ARGS), stdin=subprocess.DEVNULL,
                                      stdout=out, stderr=out, start_new_session=True)
         out.close()
         return self
@@ -750,14 +665,14 @@ class Apache:
         if self.running():
             self.known_pids.update(descendants_of(self.proc.pid))
 
-    def wait_ready(self, timeout=20):
+    def wait_ready(self, timeout=None):
         def ready():
             if not self.running():
-                raise AssertionError("apache2 exited with %s:\n%s" %
-                                     (self.proc.returncode, self.logs()))
-            return self.get("/healthz", timeout=5).status == 200
+                raise AssertionError("%s exited with %s:\n%s" %
+                                     (self.NAME, self.proc.returncode, self.logs()))
+            return self.get("/healthz", timeout=self.HEALTH_TIMEOUT).status == 200
         try:
-            wait_for(ready, timeout, "Apache /healthz == 200")
+            wait_for(ready, timeout or self.READY_TIMEOUT, "%s /healthz == 200" % self.NAME)
         except Timeout as e:
             raise AssertionError("%s\n%s" % (e, self.logs())) from None
         self.note_children()
@@ -773,19 +688,13 @@ class Apache:
     def ws_url(self):
         return "ws://127.0.0.1:%d%s" % (self.port, self.hub.ws_path)
 
-    def admin_processes(self):
-        """The wshub-admin processes mod_fcgid started below this Apache."""
-        if not self.running():
-            return []
-        return [p for p in descendants_of(self.proc.pid) if "wshub-admin" in pid_cmdline(p)]
-
-    def stop(self, timeout=15):
+    def stop(self, timeout=None):
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         self.note_children()
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(timeout or self.STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
@@ -793,12 +702,66 @@ class Apache:
 
     def strays(self):
         return [(p, pid_cmdline(p)) for p in sorted(self.known_pids)
-                if pid_alive(p) and ("apache2" in pid_cmdline(p) or
-                                     "wshub-admin" in pid_cmdline(p))]
+                if pid_alive(p) and any(n in pid_cmdline(p) for n in self.STRAY_NAMES)]
 
-    def logs(self, lines=60):
+    def logs(self, lines=None):
+        lines = lines or self.LOG_LINES
         return "---- %s (tail) ----\n%s\n---- %s (tail) ----\n%s" % (
             self.error_log, tail(self.error_log, lines), self.out_file, tail(self.out_file, lines))
+
+
+class Nginx(WebFront):
+    """A private nginx in front of one Hub, from nginx-conf/ rendered by scripts/render-nginx.py."""
+
+    NAME, STRAY_NAMES = "nginx", ("nginx",)
+    CONF_NAME, OUT_NAME = "nginx.conf", "nginx.out"
+    TEST_ARGS, RUN_ARGS = ("-t", "-q"), ()
+    READY_TIMEOUT, HEALTH_TIMEOUT, STOP_TIMEOUT, LOG_LINES = 15, 2, 10, 40
+
+    def __init__(self, base, hub, worker_processes=1, worker_connections=4096, tls=False):
+        super().__init__(os.path.join(base, "nginx"), hub)
+        self._render([sys.executable, RENDER_NGINX, "--prefix", self.prefix,
+                      "--listen", "127.0.0.1:%d" % self.port, "--wshub-conf", hub.conf_file,
+                      "--worker-processes", str(worker_processes),
+                      "--worker-connections", str(worker_connections), "--daemon", "off",
+                      "--error-log-level", "notice"], base, tls)
+
+    def cmd(self, *extra):
+        return [NGINX, "-p", self.prefix + "/", "-c", self.conf, "-e", self.error_log] + \
+            list(extra)
+
+
+class Apache(WebFront):
+    """A private Apache 2.4 (event MPM) in front of one Hub, from apache-conf/ rendered by
+    scripts/render-apache.py: mod_proxy_http with upgrade=websocket for the WebSocket path, and
+    for the admin locations either mod_proxy_fcgi to the hub's wshub-admin or, with
+    fcgid=True, wshub-admin processes that Apache spawns itself through mod_fcgid. Started as
+    `apache2 -d PREFIX -f PREFIX/httpd.conf -DFOREGROUND`; /etc/apache2 is never read."""
+
+    NAME, STRAY_NAMES = "apache2", ("apache2", "wshub-admin")
+    CONF_NAME, OUT_NAME = "httpd.conf", "apache.out"
+    TEST_ARGS, RUN_ARGS = ("-t",), ("-DFOREGROUND",)
+    READY_TIMEOUT, HEALTH_TIMEOUT, STOP_TIMEOUT, LOG_LINES = 20, 5, 15, 60
+
+    def __init__(self, base, hub, clients=1000, threads_per_child=0, tls=False, fcgid=False):
+        super().__init__(os.path.join(base, "apache"), hub)
+        self.fcgid = fcgid
+        cmd = [sys.executable, RENDER_APACHE, "--prefix", self.prefix,
+               "--listen", "127.0.0.1:%d" % self.port, "--wshub-conf", hub.conf_file,
+               "--clients", str(clients), "--threads-per-child", str(threads_per_child),
+               "--log-level", "info"]
+        if fcgid:
+            cmd += ["--fcgid", "--admin-binary", binary("wshub-admin")]
+        self._render(cmd, base, tls)
+
+    def cmd(self, *extra):
+        return [APACHE, "-d", self.prefix, "-f", self.conf] + list(extra)
+
+    def admin_processes(self):
+        """The wshub-admin processes mod_fcgid started below this Apache."""
+        if not self.running():
+            return []
+        return [p for p in descendants_of(self.proc.pid) if "wshub-admin" in pid_cmdline(p)]
 
 
 class Stack:
