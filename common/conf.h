@@ -18,7 +18,7 @@
 
 #define CONF_DEFAULT_FILE  "/etc/wshub/wshub.conf"
 #define CONF_MAX_OVERRIDES 64
-#define CONF_MAX_OPTIONS   64
+#define CONF_MAX_OPTIONS   128
 #define CONF_MAX_WORKERS   32 /* per generation; a rolling restart runs two */
 #define CONF_PATH_MAX      256
 

@@ -234,20 +234,24 @@ static void worker_lws_log(int level, const char *line)
     log_at(level == LLL_ERR ? LOG_LEVEL_ERROR : LOG_LEVEL_WARN, 0, "lws: %.*s", (int)n, line);
 }
 
-/* The one protocol, sized from the configuration, and lws's keepalive policy (off). */
+/* The protocols, sized from the configuration, and lws's keepalive policy (off). Both share
+ * one callback and one per-session struct: index 0 serves clients that ask for no subprotocol
+ * (raw payloads), index 1 is wshub.v1 (docs/protocol.md: sequence numbers, resume, gaps). */
 static void worker_setup_protocol(struct worker *w)
 {
-    struct lws_protocols *p = &w->protocols[0];
     memset(w->protocols, 0, sizeof(w->protocols));
-    p->name = "wshub";
-    p->callback = worker_proto_callback;
-    p->per_session_data_size = sizeof(struct worker_conn);
-    p->rx_buffer_size = WORKER_RX_BUFFER;
-    /* One send() attempt for a whole write: a gathered batch or one maximal frame. With 0, lws
-     * caps each send at rx_buffer_size and copies the rest of every write to the heap. */
-    p->tx_packet_size = w->fan.max_payload + WORKER_FRAME_HDR_MAX > WORKER_WRITE_BUDGET
-                            ? w->fan.max_payload + WORKER_FRAME_HDR_MAX
-                            : WORKER_WRITE_BUDGET;
+    for (int i = 0; i < WORKER_PROTO_COUNT; i++) {
+        struct lws_protocols *p = &w->protocols[i];
+        p->name = i == WORKER_PROTO_V1 ? WORKER_SUBPROTOCOL_V1 : "wshub.raw";
+        p->callback = worker_proto_callback;
+        p->per_session_data_size = sizeof(struct worker_conn);
+        p->rx_buffer_size = WORKER_RX_BUFFER;
+        /* One send() attempt for a whole write: a gathered batch or one maximal frame. With 0,
+         * lws caps each send at rx_buffer_size and copies the rest of every write to the heap. */
+        p->tx_packet_size = w->fan.max_payload + WORKER_FRAME_HDR_MAX > WORKER_WRITE_BUDGET
+                                ? w->fan.max_payload + WORKER_FRAME_HDR_MAX
+                                : WORKER_WRITE_BUDGET;
+    }
 
     /* All zero: lws's validity timers are off (secs_since_valid_hangup 0); a NULL policy would
      * get lws's default one. worker_keepalive.c pings and hangs up instead, and says why. */

@@ -46,6 +46,10 @@
 #define WORKER_NO_FRAME              UINT64_MAX
 #define WORKER_CLOSE_TRY_AGAIN_LATER 1013 /* RFC 6455 registry; lws 4.1.6 has no name for it */
 #define WORKER_CLOSE_SERVICE_RESTART 1012 /* likewise: the rolling restart's close */
+#define WORKER_SUBPROTOCOL_V1        "wshub.v1"
+#define WORKER_PROTO_RAW             0 /* index in protocols[]: no subprotocol, raw payloads */
+#define WORKER_PROTO_V1              1 /* wshub.v1: envelopes, resume (docs/protocol.md) */
+#define WORKER_PROTO_COUNT           2
 
 /* One frame in the local buffer. Frame numbers only grow; frame f lives in
  * frames[f & (nframes - 1)] while head <= f < tail. */
@@ -96,6 +100,7 @@ struct worker_conn {
     uint8_t lws_closing;      /* lws started closing it (or a write failed): write nothing more */
     uint8_t ping_outstanding; /* a keepalive ping went out since last_valid_ms */
     uint8_t hung_up;          /* closed by worker_keepalive.c after idle_timeout */
+    /* ---- security and limits (worker_auth.c): fields below this line only ---- */
 };
 
 struct worker {
@@ -112,7 +117,7 @@ struct worker {
     struct ev_loop *loop;
     struct lws_context *ctx;
     struct lws_vhost *vhost;
-    struct lws_protocols protocols[2];
+    struct lws_protocols protocols[WORKER_PROTO_COUNT + 1]; /* + terminator */
     lws_retry_bo_t keepalive;
     lws_sorted_usec_list_t lws_tick; /* keeps lws's timer armed (see worker.c) */
 
@@ -151,6 +156,8 @@ struct worker {
     double restart_credit;  /* closes due but not yet made (fractions carry over) */
     int finished;           /* the loop should end */
     uint32_t cut;           /* connections still open at the drain deadline */
+
+    /* ---- security and limits (worker_auth.c): fields below this line only ---- */
 };
 
 /* worker_accept.c */
@@ -175,11 +182,6 @@ static inline const struct worker_frame *worker_fanout_frame(const struct worker
 /* worker_proto.c */
 int worker_proto_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                           size_t len);
-/* The seam for admission checks that come later (Origin allow-list, a token in the query string
- * or a cookie, per-IP limits). Called in CONFIRM_UPGRADE after the path, draining and capacity
- * checks, while the request headers are readable (lws_hdr_copy, lws_get_urlarg_by_name).
- * Returns 0 to accept, or the HTTP status to refuse with (401, 403, 429) and sets *reason. */
-unsigned worker_handshake_check(struct worker *w, struct lws *wsi, enum shm_reject_reason *reason);
 /* Plans a close with `code` once the connection has been sent every frame before `at`; an
  * earlier plan wins. */
 void worker_conn_schedule_close(struct worker_conn *c, uint64_t at, uint16_t code,
@@ -187,6 +189,19 @@ void worker_conn_schedule_close(struct worker_conn *c, uint64_t at, uint16_t cod
 /* Sends the planned close frame; only from a callback for c, which must then return -1. */
 int worker_conn_close_now(struct worker_conn *c);
 void worker_conns_drop_all(struct worker *w, enum shm_close_reason reason);
+
+/* worker_auth.c: admission (token, Origin, limits) and per-connection identity.
+ * worker_handshake_check() runs in CONFIRM_UPGRADE after the path, draining and capacity checks,
+ * while the request headers are readable (lws_hdr_copy, lws_get_urlarg_by_name). Returns 0 to
+ * accept, or the HTTP status to refuse with (401, 403, 429) and sets *reason and *why (a static
+ * string for the response body; never the token). */
+unsigned worker_handshake_check(struct worker *w, struct lws *wsi, enum shm_reject_reason *reason,
+                                const char **why);
+/* ESTABLISHED, before the connection-table row is claimed: fills the user id ("" if none). */
+void worker_auth_established(struct worker *w, struct worker_conn *c, struct lws *wsi, char *user,
+                             size_t userlen);
+/* CLOSED: releases what the connection held (per-IP and per-user counts). */
+void worker_auth_closed(struct worker *w, struct worker_conn *c);
 
 /* worker_deliver.c */
 /* Writes the new frames to every connection that may be written to now; asks lws for WRITEABLE

@@ -49,15 +49,6 @@ static uint64_t mono_ms(void)
 
 /* ---- handshake ---- */
 
-/* The seam for admission checks (see worker.h). Nothing is checked yet. */
-unsigned worker_handshake_check(struct worker *w, struct lws *wsi, enum shm_reject_reason *reason)
-{
-    (void)w;
-    (void)wsi;
-    (void)reason;
-    return 0;
-}
-
 static int proto_path_is_ws(struct worker *w, struct lws *wsi)
 {
     char uri[sizeof(w->conf.ws_path) + 1];
@@ -110,9 +101,10 @@ static int proto_confirm_upgrade(struct worker *w, struct lws *wsi, const char *
     if (conntab_in_use(&w->shm) >= w->shm.hdr->conn_capacity)
         return proto_refuse(w, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, SHM_REJECT_TABLE_FULL,
                             "server full");
-    unsigned status = worker_handshake_check(w, wsi, &reason);
+    const char *why = "refused";
+    unsigned status = worker_handshake_check(w, wsi, &reason, &why);
     if (status != 0)
-        return proto_refuse(w, wsi, status, reason, "refused");
+        return proto_refuse(w, wsi, status, reason, why);
     return 0;
 }
 
@@ -257,7 +249,9 @@ static void conn_established(struct worker *w, struct worker_conn *c, struct lws
         log_at(errno == ENOTCONN ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN, errno, "getpeername() failed");
         addr = NULL;
     }
-    c->row = conntab_claim(&w->shm, w->slot, w->generation, addr, "", "");
+    char user[sizeof(((struct shm_conn *)0)->user)] = "";
+    worker_auth_established(w, c, wsi, user, sizeof(user));
+    c->row = conntab_claim(&w->shm, w->slot, w->generation, addr, user, "");
     conn_list_add(w, c);
     if (c->row == CONNTAB_NONE) {
         /* Lost a race for the last rows after CONFIRM_UPGRADE's check. */
@@ -303,6 +297,7 @@ static void conn_closed(struct worker *w, struct worker_conn *c)
 {
     if (!c->on_list)
         return;
+    worker_auth_closed(w, c);
     conn_account_close(w, c, conn_close_reason(c));
     if (w->draining)
         worker_stop_check(w);
