@@ -56,6 +56,10 @@ static const struct option_def options[] = {
      "bytes of the shared broadcast ring (a power of two, at least 4 x max_message)"},
     {"worker_buffer", OPT_SIZE64, F(worker_buffer), 64 * KB, 16 * GB, "16m",
      "per-worker buffer of framed messages (power of two); a client further behind is dropped"},
+    {"slow_consumer", OPT_STR, F(slow_consumer), 0, 0, "close",
+     "a client that falls worker_buffer behind: close (1013, it resumes) or skip (gap notice)"},
+    {"client_send_buffer", OPT_SIZE32, F(client_send_buffer), 4 * KB, 64 * MB, "64k",
+     "kernel send buffer per client socket (SO_SNDBUF); bounds the bytes queued per client"},
     {"client_max_message", OPT_SIZE32, F(client_max_message), 16, 64 * MB, "64k",
      "largest message a client may send (larger: close 1009)"},
     {"ping_interval", OPT_MS, F(ping_interval_ms), 1000, 24 * HOUR_MS, "30s",
@@ -508,6 +512,9 @@ int conf_finalize(struct conf *c, char *err, size_t errlen)
     if (c->idle_timeout_ms <= c->ping_interval_ms) {
         return conf_fail(c, "idle_timeout", err, errlen, "must be longer than ping_interval");
     }
+    if (strcmp(c->slow_consumer, "close") != 0 && strcmp(c->slow_consumer, "skip") != 0)
+        return conf_fail(c, "slow_consumer", err, errlen, "expected close or skip, got '%s'",
+                         c->slow_consumer);
     if (log_level_parse(c->log_level, &lvl) < 0) {
         return conf_fail(c, "log_level", err, errlen,
                          "expected error, warn, notice, info or debug");

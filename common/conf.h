@@ -36,6 +36,8 @@ struct conf {
     uint32_t max_message;          /* largest broadcast payload, bytes */
     uint64_t ring_size;            /* broadcast ring bytes (power of two) */
     uint64_t worker_buffer;        /* per-worker outgoing frame buffer, bytes (power of two) */
+    char slow_consumer[8];         /* "close" (1013) or "skip" (gap notice) when a client lags */
+    uint32_t client_send_buffer;   /* SO_SNDBUF of each client socket */
     uint32_t client_max_message;   /* largest message a client may send, bytes */
     uint32_t ping_interval_ms;     /* ping a connection silent for this long */
     uint32_t idle_timeout_ms;      /* close a connection silent for this long */

@@ -51,33 +51,58 @@
 #define WORKER_PROTO_V1              1 /* wshub.v1: envelopes, resume (docs/protocol.md) */
 #define WORKER_PROTO_COUNT           2
 
+/* Every broadcast is framed once per encoding a connection may need; each encoding has its own
+ * byte buffer so that a connection's run of frames stays contiguous (one write for many).
+ *   RAW  the payload as published (clients that asked for no subprotocol)
+ *   V1   "m <seq>\n" + payload (wshub.v1, docs/protocol.md) */
+enum worker_variant { WORKER_VARIANT_RAW = 0, WORKER_VARIANT_V1, WORKER_VARIANTS };
+
+#define WORKER_FRAME_MSG 0 /* a broadcast */
+#define WORKER_FRAME_GAP 1 /* a gap notice: seq..gap_to were lost (V1: "g", RAW: empty) */
+
+/* Where one frame of one encoding lies in that encoding's buffer. */
+struct worker_frame_copy {
+    uint64_t pos;     /* byte position of the frame header (monotonic, mod buf_size) */
+    uint32_t len;     /* whole frame: header + envelope + payload (0 = nothing to send) */
+    uint32_t hdr_len; /* bytes before the payload: WebSocket header + envelope */
+};
+
 /* One frame in the local buffer. Frame numbers only grow; frame f lives in
  * frames[f & (nframes - 1)] while head <= f < tail. */
 struct worker_frame {
-    uint64_t pos;          /* byte position of the frame header (monotonic, mod buf_size) */
-    uint64_t seq;          /* ring sequence of the broadcast */
+    uint64_t seq;          /* ring sequence of the broadcast (GAP: first lost) */
     uint64_t published_ns; /* CLOCK_MONOTONIC at ring append, for the latency histogram */
-    uint32_t len;          /* header + payload bytes */
-    uint32_t hdr_len;      /* 2, 4 or 10 */
+    uint64_t gap_to;       /* GAP: last lost sequence */
+    uint32_t payload_len;
+    uint32_t kind; /* WORKER_FRAME_* */
+    struct worker_frame_copy v[WORKER_VARIANTS];
 };
 
-/* The local frame buffer and the worker's private ring cursor (worker_fanout.c owns it).
+/* One encoding's byte buffer. */
+struct worker_framebuf {
+    uint8_t *buf;       /* buf_size bytes, anonymous mapping */
+    uint64_t write_pos; /* byte position where the next frame starts */
+    uint64_t scan_lap;  /* write_pos / buf_size at the last lapped-cursor scan */
+};
+
+/* The local frame buffers and the worker's private ring cursor (worker_fanout.c owns it).
  *
  *   buf:     ...| frame h | frame h+1 | ... | frame t-1 |  (free)  |...   positions only grow
  *                 ^ head                                  ^ write_pos
  *
  * A connection keeps only a frame number (its cursor). Frames before `head` have been
- * overwritten or pushed out of the index: a cursor below head can never be used again. */
+ * overwritten in some encoding or pushed out of the index: a cursor below head can never be used
+ * again. */
 struct worker_fanout {
-    uint8_t *buf;                /* buf_size bytes, anonymous mapping */
-    uint64_t buf_size;           /* power of two */
+    struct worker_framebuf vb[WORKER_VARIANTS];
+    uint64_t buf_size;           /* of each encoding's buffer, a power of two */
     struct worker_frame *frames; /* nframes entries */
     uint64_t nframes;            /* power of two */
     uint64_t head;               /* oldest intact frame */
     uint64_t tail;               /* next frame number */
-    uint64_t write_pos;          /* byte position where the next frame starts */
     uint64_t scan_head;          /* head at the last lapped-cursor scan */
-    uint64_t scan_lap;           /* write_pos / buf_size at the last scan */
+    uint64_t base_seq;           /* every broadcast numbered >= base_seq is in [head, tail) or
+                                    still to come: resume from base_seq - 1 onwards is whole */
     uint32_t max_payload;        /* the segment's largest payload */
     struct ring_cursor cursor;   /* position in the shared ring */
 };
@@ -100,8 +125,23 @@ struct worker_conn {
     uint8_t lws_closing;      /* lws started closing it (or a write failed): write nothing more */
     uint8_t ping_outstanding; /* a keepalive ping went out since last_valid_ms */
     uint8_t hung_up;          /* closed by worker_keepalive.c after idle_timeout */
+    uint8_t variant;          /* enum worker_variant: which encoding this client reads */
+    uint8_t pending;          /* WORKER_PENDING_*: control messages to send before frames */
+    uint8_t welcome_status;   /* enum worker_welcome, for the pending welcome */
+    uint8_t gap_reason;       /* enum worker_gap_reason, for the pending gap notice */
+    uint64_t last_seq;        /* newest sequence this client has been sent (or told of) */
+    uint64_t skip_through;    /* resume: frames numbered <= this are not sent (already seen) */
+    uint64_t gap_from;        /* pending gap notice: first and last lost sequence */
+    uint64_t gap_to;
     /* ---- security and limits (worker_auth.c): fields below this line only ---- */
 };
+
+#define WORKER_PENDING_WELCOME 0x01
+#define WORKER_PENDING_GAP     0x02
+
+enum worker_welcome { WORKER_WELCOME_FRESH = 0, WORKER_WELCOME_RESUMED, WORKER_WELCOME_EXPIRED,
+                      WORKER_WELCOME_RESET };
+enum worker_gap_reason { WORKER_GAP_SKIPPED = 0, WORKER_GAP_OVERRUN };
 
 struct worker {
     struct conf conf;
@@ -169,15 +209,36 @@ void worker_accept_socket_closed(struct worker *w);
 int worker_fanout_init(struct worker *w);
 void worker_fanout_start(struct worker *w);
 void worker_fanout_pump(struct worker *w);
-/* Frames [cursor, limit) contiguous in the buffer from `cursor`, within `budget` bytes but at
- * least one frame: returns the number of frames and sets *ptr and *len. */
-uint64_t worker_fanout_gather(const struct worker_fanout *f, uint64_t cursor, uint64_t limit,
-                              size_t budget, const uint8_t **ptr, size_t *len);
+/* Frames [cursor, limit) of encoding `v` contiguous in its buffer from `cursor`, within `budget`
+ * bytes but at least one frame: returns the number of frames and sets *ptr and *len. */
+uint64_t worker_fanout_gather(const struct worker_fanout *f, enum worker_variant v,
+                              uint64_t cursor, uint64_t limit, size_t budget, const uint8_t **ptr,
+                              size_t *len);
 static inline const struct worker_frame *worker_fanout_frame(const struct worker_fanout *f,
                                                              uint64_t n)
 {
     return &f->frames[n & (f->nframes - 1)];
 }
+/* The first frame in [head, tail) whose sequence is greater than `seq` (tail if none). */
+uint64_t worker_fanout_after(const struct worker_fanout *f, uint64_t seq);
+/* A connection fell below head: under `slow_consumer skip` it jumps to head with a gap notice
+ * and 0 is returned; else it is scheduled to close with 1013 and -1 is returned. */
+int worker_fanout_lapped(struct worker *w, struct worker_conn *c);
+
+/* worker_v1.c: the wshub.v1 subprotocol (docs/protocol.md) */
+/* CONFIRM_UPGRADE: the subprotocol offer and the resume point. 0, or 400 with *why set. */
+unsigned worker_v1_check(struct worker *w, struct lws *wsi, const char **why);
+/* ESTABLISHED: picks the encoding, places the cursor (resume) and queues the welcome. */
+void worker_v1_established(struct worker *w, struct worker_conn *c, struct lws *wsi);
+/* Builds the control frame for c's pending messages (welcome first) into buf; returns its length
+ * and clears the flag it consumed, or 0 when nothing is pending. */
+size_t worker_v1_control(struct worker *w, struct worker_conn *c, uint8_t *buf, size_t cap);
+/* Writes the envelope "m <seq>\n" for a broadcast; returns its length (<= WORKER_V1_PREFIX_MAX). */
+uint32_t worker_v1_prefix(uint64_t seq, uint8_t *out);
+/* Writes the body-less gap notice "g <from> <to> <reason>" (a text frame's payload). */
+uint32_t worker_v1_gap_text(uint64_t from, uint64_t to, enum worker_gap_reason r, uint8_t *out);
+#define WORKER_V1_PREFIX_MAX  24  /* "m " + 20 digits + "\n" */
+#define WORKER_V1_CONTROL_MAX 128 /* any control frame, header included */
 
 /* worker_proto.c */
 int worker_proto_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -202,6 +263,14 @@ void worker_auth_established(struct worker *w, struct worker_conn *c, struct lws
                              size_t userlen);
 /* CLOSED: releases what the connection held (per-IP and per-user counts). */
 void worker_auth_closed(struct worker *w, struct worker_conn *c);
+/* Start-up, before the lws context: keys, origins, trusted proxies, TLS files; logs loudly when
+ * authentication is off. Returns 0, or -1 for a configuration error (exit 2). */
+int worker_auth_init(struct worker *w);
+/* worker_limits.c: a whole client message arrived. Returns 0, or -1 after sending close 1008
+ * (client_message_rate exceeded); the callback then returns -1. */
+int worker_limits_message(struct worker *w, struct worker_conn *c);
+/* worker_tls.c: TLS (tls_cert) and the handshake limits on the context being created. */
+void worker_tls_context_info(struct worker *w, struct lws_context_creation_info *info);
 
 /* worker_deliver.c */
 /* Writes the new frames to every connection that may be written to now; asks lws for WRITEABLE

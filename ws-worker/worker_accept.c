@@ -58,8 +58,12 @@ static void worker_accept_error(struct worker *w, int err)
 static void worker_adopt(struct worker *w, int fd)
 {
     int one = 1;
+    int sndbuf = (int)w->conf.client_send_buffer;
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
         log_warn(errno, "setsockopt(TCP_NODELAY) failed");
+    /* Bounds what one client can have queued in the kernel (autotuning would grow it to MBs). */
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
+        log_warn(errno, "setsockopt(SO_SNDBUF, %d) failed", sndbuf);
     struct lws *wsi = lws_adopt_socket_vhost(w->vhost, fd);
     if (wsi == NULL) {
         log_warn(0, "lws_adopt_socket_vhost() failed, connection dropped");

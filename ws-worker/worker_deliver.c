@@ -94,30 +94,61 @@ static void tally_flush(struct worker *w, struct deliver_tally *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* Writes one run of whole frames from the cursor, up to `limit`, and tallies it.
- * Returns 0, or -1 when lws reports the socket broken. */
+/* The wshub.v1 control messages (welcome, gap notice) due before the next frame. */
+static int conn_send_control(struct worker *w, struct worker_conn *c, struct deliver_tally *t)
+{
+    uint8_t buf[WORKER_V1_CONTROL_MAX];
+    size_t len;
+    while (c->pending != 0 && !lws_partial_buffered(c->wsi) &&
+           (len = worker_v1_control(w, c, buf, sizeof(buf))) > 0) {
+        if (lws_write(c->wsi, buf, len, LWS_WRITE_RAW) < (int)len)
+            return -1;
+        t->writes++;
+    }
+    return 0;
+}
+
+/* Writes pending control messages, then one run of whole frames from the cursor up to `limit`,
+ * and tallies it. Returns 0, or -1 when lws reports the socket broken. */
 static int conn_send(struct worker *w, struct worker_conn *c, uint64_t limit,
                      struct deliver_tally *t)
 {
     const struct worker_fanout *f = &w->fan;
     const uint8_t *ptr;
     size_t len;
-    uint64_t n = worker_fanout_gather(f, c->cursor, limit, WORKER_WRITE_BUDGET, &ptr, &len);
-    if (lws_write(c->wsi, (unsigned char *)ptr, len, LWS_WRITE_RAW) < (int)len)
+    if (c->pending != 0) {
+        if (conn_send_control(w, c, t) < 0)
+            return -1;
+        if (lws_partial_buffered(c->wsi))
+            return 0; /* the frames follow once lws has flushed it */
+    }
+    while (c->cursor < limit && worker_fanout_frame(f, c->cursor)->seq <= c->skip_through)
+        c->cursor++; /* resumed: the client has seen these */
+    if (c->cursor >= limit)
+        return 0;
+    uint64_t n =
+        worker_fanout_gather(f, c->variant, c->cursor, limit, WORKER_WRITE_BUDGET, &ptr, &len);
+    if (len > 0 && lws_write(c->wsi, (unsigned char *)ptr, len, LWS_WRITE_RAW) < (int)len)
         return -1;
-    uint64_t now = shm_mono_ns(), payload = 0;
+    uint64_t now = shm_mono_ns(), payload = 0, messages = 0;
     for (uint64_t k = c->cursor; k < c->cursor + n; k++) {
         const struct worker_frame *fr = worker_fanout_frame(f, k);
-        payload += fr->len - fr->hdr_len;
+        if (fr->kind == WORKER_FRAME_GAP) {
+            c->last_seq = fr->gap_to;
+            continue;
+        }
+        c->last_seq = fr->seq;
+        messages++;
+        payload += fr->payload_len;
         uint64_t age = now > fr->published_ns ? now - fr->published_ns : 0;
         t->latency[latency_bucket(age / 1000u)]++;
     }
     c->cursor += n;
-    t->messages += n;
+    t->messages += messages;
     t->bytes += payload;
-    t->writes++;
-    if (c->row != CONNTAB_NONE)
-        conntab_note_out(&w->shm, c->row, n, payload);
+    t->writes += len > 0;
+    if (c->row != CONNTAB_NONE && messages > 0)
+        conntab_note_out(&w->shm, c->row, messages, payload);
     return 0;
 }
 
@@ -139,12 +170,8 @@ static void conn_write_failed(struct worker_conn *c)
 static void conn_deliver_direct(struct worker *w, struct worker_conn *c, struct deliver_tally *t)
 {
     const struct worker_fanout *f = &w->fan;
-    if (c->cursor < f->head || c->cursor >= c->close_at) {
-        /* lapped, or its close is due: only WRITEABLE can close it */
-        if (c->cursor < f->head)
-            worker_conn_schedule_close(c, c->cursor, WORKER_CLOSE_TRY_AGAIN_LATER,
-                                       SHM_CLOSE_SLOW_CONSUMER);
-        lws_callback_on_writable(c->wsi);
+    if ((c->cursor < f->head && worker_fanout_lapped(w, c) < 0) || c->cursor >= c->close_at) {
+        lws_callback_on_writable(c->wsi); /* its close is due: only WRITEABLE can close it */
         return;
     }
     uint64_t limit = c->close_at < f->tail ? c->close_at : f->tail;
@@ -161,7 +188,7 @@ void worker_deliver_all(struct worker *w)
     struct deliver_tally t;
     memset(&t, 0, sizeof(t));
     for (struct worker_conn *c = w->conns.next; c != &w->conns; c = c->next) {
-        if (c->cursor < w->fan.tail && conn_may_write(c))
+        if ((c->cursor < w->fan.tail || c->pending != 0) && conn_may_write(c))
             conn_deliver_direct(w, c, &t);
     }
     tally_flush(w, &t);
@@ -173,10 +200,9 @@ int worker_deliver_writeable(struct worker *w, struct worker_conn *c)
     if (!c->on_list || c->lws_closing || lws_partial_buffered(c->wsi))
         return 0; /* closing, or lws is still flushing the last write: it calls us again */
     if (c->cursor < w->fan.head)
-        worker_conn_schedule_close(c, c->cursor, WORKER_CLOSE_TRY_AGAIN_LATER,
-                                   SHM_CLOSE_SLOW_CONSUMER);
+        worker_fanout_lapped(w, c); /* skips ahead, or plans the 1013 close */
     uint64_t limit = c->close_at < w->fan.tail ? c->close_at : w->fan.tail;
-    if (c->cursor < limit) {
+    if (c->cursor < limit || (c->pending != 0 && c->cursor < c->close_at)) {
         memset(&t, 0, sizeof(t));
         int rc = conn_send(w, c, limit, &t);
         tally_flush(w, &t);

@@ -78,7 +78,7 @@ int worker_fanout_init(struct worker *w)
     struct worker_fanout *f = &w->fan;
     f->max_payload = w->shm.hdr->ring.max_payload;
     f->buf_size = w->conf.worker_buffer;
-    if (f->buf_size < 2ULL * (f->max_payload + WORKER_FRAME_HDR_MAX)) {
+    if (f->buf_size < 2ULL * (f->max_payload + WORKER_FRAME_HDR_MAX + WORKER_V1_PREFIX_MAX)) {
         log_error(0,
                   "worker_buffer (%llu) is smaller than two of the segment's largest frames "
                   "(max payload %u)",
@@ -89,10 +89,14 @@ int worker_fanout_init(struct worker *w)
     if (f->nframes < MIN_FRAMES)
         f->nframes = MIN_FRAMES;
     /* Anonymous mappings: pages are only backed once touched. */
-    f->buf = mmap(NULL, f->buf_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (f->buf == MAP_FAILED) {
-        log_error(errno, "mmap(%llu) failed for the frame buffer", (unsigned long long)f->buf_size);
-        return -1;
+    for (int v = 0; v < WORKER_VARIANTS; v++) {
+        f->vb[v].buf =
+            mmap(NULL, f->buf_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (f->vb[v].buf == MAP_FAILED) {
+            log_error(errno, "mmap(%llu) failed for a frame buffer",
+                      (unsigned long long)f->buf_size);
+            return -1;
+        }
     }
     size_t isz = f->nframes * sizeof(struct worker_frame);
     f->frames = mmap(NULL, isz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -100,7 +104,11 @@ int worker_fanout_init(struct worker *w)
         log_error(errno, "mmap(%zu) failed for the frame index", isz);
         return -1;
     }
-    ring_cursor_at_tail(&w->shm, &f->cursor);
+    /* Start at the oldest entry the ring still holds: the first pump frames them all (there is
+     * nobody to send them to yet), so a client of a dead or retired worker can resume here. */
+    memset(&f->cursor, 0, sizeof(f->cursor));
+    ring_cursor_recover(&w->shm, &f->cursor);
+    f->base_seq = f->cursor.seq;
     return 0;
 }
 
@@ -121,25 +129,131 @@ static uint32_t fanout_peek_payload_len(const struct worker *w)
     return rec.type == RING_REC_MSG ? rec.payload_len : 0;
 }
 
-/* Drops every frame whose bytes lie before `end - buf_size`: a write reaching position `end`
- * has overwritten (or is about to overwrite) them. */
-static void fanout_invalidate_until(struct worker_fanout *f, uint64_t end)
+/* Drops the oldest frame; resume can no longer reach back before what it carried. */
+static void fanout_drop_head(struct worker_fanout *f)
+{
+    const struct worker_frame *fr = worker_fanout_frame(f, f->head);
+    uint64_t last = fr->kind == WORKER_FRAME_GAP ? fr->gap_to : fr->seq;
+    if (last + 1 > f->base_seq)
+        f->base_seq = last + 1;
+    f->head++;
+}
+
+/* Drops every frame whose bytes in encoding v lie before `end - buf_size`: a write reaching
+ * position `end` of that buffer has overwritten (or is about to overwrite) them. */
+static void fanout_invalidate_until(struct worker_fanout *f, int v, uint64_t end)
 {
     if (end <= f->buf_size)
         return;
     uint64_t limit = end - f->buf_size;
-    while (f->head < f->tail && worker_fanout_frame(f, f->head)->pos < limit)
-        f->head++;
+    while (f->head < f->tail && worker_fanout_frame(f, f->head)->v[v].pos < limit)
+        fanout_drop_head(f);
 }
 
-/* Closes every connection once it reaches the frame where `skipped` entries went missing. */
+/* Where a frame of at most `need` bytes starts in encoding v's buffer: frames never straddle the
+ * end, the tail end stays unused. */
+static uint64_t fanout_frame_start(const struct worker_fanout *f, int v, uint64_t need)
+{
+    uint64_t wpos = f->vb[v].write_pos;
+    uint64_t off = wpos & (f->buf_size - 1);
+    return off + need > f->buf_size ? wpos + (f->buf_size - off) : wpos;
+}
+
+/* A new index entry (pushing the oldest out when the index is full). */
+static struct worker_frame *fanout_new_frame(struct worker_fanout *f)
+{
+    if (f->tail - f->head == f->nframes)
+        fanout_drop_head(f);
+    return &f->frames[f->tail & (f->nframes - 1)];
+}
+
+static void fanout_place(struct worker_fanout *f, struct worker_frame *fr, int v, uint64_t pos,
+                         uint32_t len, uint32_t hdr_len)
+{
+    fr->v[v].pos = pos;
+    fr->v[v].len = len;
+    fr->v[v].hdr_len = hdr_len;
+    f->vb[v].write_pos = pos + len;
+}
+
+/* The V1 encoding of a broadcast: header + "m <seq>\n" + the payload copied from RAW. */
+static void fanout_append_v1(struct worker_fanout *f, struct worker_frame *fr,
+                             const uint8_t *payload, const struct ring_msg *m)
+{
+    uint8_t prefix[WORKER_V1_PREFIX_MAX];
+    uint32_t plen = worker_v1_prefix(m->seq, prefix);
+    uint32_t body = plen + m->payload_len;
+    uint32_t hdr = frame_hdr_len(body);
+    uint64_t pos = fanout_frame_start(f, WORKER_VARIANT_V1, hdr + body);
+    fanout_invalidate_until(f, WORKER_VARIANT_V1, pos + hdr + body);
+    uint8_t *p = f->vb[WORKER_VARIANT_V1].buf + (pos & (f->buf_size - 1));
+    frame_write_hdr(p, hdr, body, m->flags & RING_F_BINARY);
+    memcpy(p + hdr, prefix, plen);
+    memcpy(p + hdr + plen, payload, m->payload_len);
+    fanout_place(f, fr, WORKER_VARIANT_V1, pos, hdr + body, hdr + plen);
+}
+
+/* Indexes the broadcast ring_read() just copied to RAW position `wpos` + guess_hdr, and builds
+ * its other encodings. */
+static void fanout_append(struct worker_fanout *f, uint64_t wpos, uint32_t guess_hdr,
+                          const struct ring_msg *m)
+{
+    uint8_t *base = f->vb[WORKER_VARIANT_RAW].buf + (wpos & (f->buf_size - 1));
+    uint32_t hdr = frame_hdr_len(m->payload_len);
+    uint64_t end = wpos + (hdr > guess_hdr ? hdr : guess_hdr) + m->payload_len;
+    if (hdr != guess_hdr)
+        memmove(base + hdr, base + guess_hdr, m->payload_len); /* lost the race to a producer */
+    fanout_invalidate_until(f, WORKER_VARIANT_RAW, end);
+    frame_write_hdr(base, hdr, m->payload_len, m->flags & RING_F_BINARY);
+    struct worker_frame *fr = fanout_new_frame(f);
+    fr->seq = m->seq;
+    fr->published_ns = m->published_ns;
+    fr->gap_to = 0;
+    fr->payload_len = m->payload_len;
+    fr->kind = WORKER_FRAME_MSG;
+    fanout_place(f, fr, WORKER_VARIANT_RAW, wpos, hdr + m->payload_len, hdr);
+    fanout_append_v1(f, fr, base + hdr, m);
+    f->tail++;
+}
+
+/* A gap notice in the stream (slow_consumer skip, after this worker was lapped): V1 clients
+ * read "g <from> <to> overrun", RAW clients nothing. */
+static void fanout_append_gap(struct worker_fanout *f, uint64_t from, uint64_t to)
+{
+    uint8_t text[WORKER_V1_CONTROL_MAX];
+    uint32_t tlen = worker_v1_gap_text(from, to, WORKER_GAP_OVERRUN, text);
+    uint32_t hdr = frame_hdr_len(tlen);
+    uint64_t pos = fanout_frame_start(f, WORKER_VARIANT_V1, hdr + tlen);
+    fanout_invalidate_until(f, WORKER_VARIANT_V1, pos + hdr + tlen);
+    struct worker_frame *fr = fanout_new_frame(f);
+    fr->seq = from;
+    fr->gap_to = to;
+    fr->published_ns = shm_mono_ns();
+    fr->payload_len = 0;
+    fr->kind = WORKER_FRAME_GAP;
+    uint8_t *p = f->vb[WORKER_VARIANT_V1].buf + (pos & (f->buf_size - 1));
+    frame_write_hdr(p, hdr, tlen, 0);
+    memcpy(p + hdr, text, tlen);
+    fanout_place(f, fr, WORKER_VARIANT_V1, pos, hdr + tlen, hdr + tlen);
+    fanout_place(f, fr, WORKER_VARIANT_RAW, f->vb[WORKER_VARIANT_RAW].write_pos, 0, 0);
+    f->tail++;
+}
+
+/* This worker was lapped by the ring: the skipped entries cannot be delivered to anyone. */
 static void fanout_overrun(struct worker *w, uint64_t reserve_end)
 {
     struct worker_fanout *f = &w->fan;
-    fanout_invalidate_until(f, reserve_end); /* ring_read may have written anywhere in it */
+    fanout_invalidate_until(f, WORKER_VARIANT_RAW, reserve_end); /* ring_read wrote up to it */
     uint64_t expected = f->cursor.seq;
     uint64_t skipped = ring_cursor_recover(&w->shm, &f->cursor);
     stats_add(&w->stats->ring_overruns, 1);
+    f->base_seq = f->cursor.seq; /* a resume from before the hole would not be whole */
+    if (strcmp(w->conf.slow_consumer, "skip") == 0) {
+        log_warn(0, "lapped by the ring: %llu broadcasts from seq %llu lost; gap notice sent",
+                 (unsigned long long)skipped, (unsigned long long)expected);
+        fanout_append_gap(f, expected, f->cursor.seq - 1);
+        return;
+    }
     log_warn(0,
              "lapped by the ring: %llu broadcasts from seq %llu lost; closing %u connections "
              "with 1013",
@@ -149,41 +263,16 @@ static void fanout_overrun(struct worker *w, uint64_t reserve_end)
                                    SHM_CLOSE_SLOW_CONSUMER);
 }
 
-/* Appends one frame of `payload_len` bytes read at `dst`; returns its end position. */
-static void fanout_append(struct worker_fanout *f, uint64_t wpos, uint32_t guess_hdr,
-                          const struct ring_msg *m)
-{
-    uint8_t *base = f->buf + (wpos & (f->buf_size - 1));
-    uint32_t hdr = frame_hdr_len(m->payload_len);
-    uint64_t end = wpos + (hdr > guess_hdr ? hdr : guess_hdr) + m->payload_len;
-    if (hdr != guess_hdr)
-        memmove(base + hdr, base + guess_hdr, m->payload_len); /* lost the race to a producer */
-    fanout_invalidate_until(f, end);
-    if (f->tail - f->head == f->nframes)
-        f->head++;
-    frame_write_hdr(base, hdr, m->payload_len, m->flags & RING_F_BINARY);
-    struct worker_frame *fr = &f->frames[f->tail & (f->nframes - 1)];
-    fr->pos = wpos;
-    fr->len = hdr + m->payload_len;
-    fr->hdr_len = hdr;
-    fr->seq = m->seq;
-    fr->published_ns = m->published_ns;
-    f->tail++;
-    f->write_pos = wpos + fr->len;
-}
-
-/* Reads one ring entry into the buffer. Returns the ring status. */
+/* Reads one ring entry into the RAW buffer (and builds its other encodings). */
 static enum ring_status fanout_read_one(struct worker *w, struct ring_msg *m)
 {
     struct worker_fanout *f = &w->fan;
-    uint64_t wpos = f->write_pos;
+    uint64_t wpos =
+        fanout_frame_start(f, WORKER_VARIANT_RAW, WORKER_FRAME_HDR_MAX + f->max_payload);
     uint64_t off = wpos & (f->buf_size - 1);
-    if (off + WORKER_FRAME_HDR_MAX + f->max_payload > f->buf_size) {
-        wpos += f->buf_size - off; /* next frame starts at 0; the tail end stays unused */
-        off = 0;
-    }
     uint32_t guess = frame_hdr_len(fanout_peek_payload_len(w));
-    enum ring_status st = ring_read(&w->shm, &f->cursor, m, f->buf + off + guess, f->max_payload);
+    enum ring_status st = ring_read(&w->shm, &f->cursor, m,
+                                    f->vb[WORKER_VARIANT_RAW].buf + off + guess, f->max_payload);
     if (st == RING_OK)
         fanout_append(f, wpos, guess, m);
     else if (st == RING_OVERRUN)
@@ -191,21 +280,61 @@ static enum ring_status fanout_read_one(struct worker *w, struct ring_msg *m)
     return st;
 }
 
-/* Closes the connections whose cursor fell below head. Called once per buffer lap or half an
- * index lap, so its O(connections) cost is paid per worker_buffer bytes, not per message. */
+int worker_fanout_lapped(struct worker *w, struct worker_conn *c)
+{
+    struct worker_fanout *f = &w->fan;
+    if (strcmp(w->conf.slow_consumer, "skip") != 0 || f->head >= f->tail) {
+        worker_conn_schedule_close(c, c->cursor, WORKER_CLOSE_TRY_AGAIN_LATER,
+                                   SHM_CLOSE_SLOW_CONSUMER);
+        return -1;
+    }
+    uint64_t to = worker_fanout_frame(f, f->head)->seq - 1;
+    if (c->variant == WORKER_VARIANT_V1) {
+        if (!(c->pending & WORKER_PENDING_GAP))
+            c->gap_from = c->last_seq + 1;
+        c->gap_to = to;
+        c->gap_reason = WORKER_GAP_SKIPPED;
+        c->pending |= WORKER_PENDING_GAP;
+    }
+    c->cursor = f->head;
+    c->last_seq = to;
+    stats_add(&w->stats->slow_consumers, 1);
+    return 0;
+}
+
+/* Finds the connections whose cursor fell below head. Called once per buffer lap (in any
+ * encoding) or half an index lap, so its O(connections) cost is paid per worker_buffer bytes,
+ * not per message. */
 static void fanout_scan_lapped(struct worker *w)
 {
     struct worker_fanout *f = &w->fan;
-    uint64_t lap = f->write_pos / f->buf_size;
-    if (lap == f->scan_lap && f->head - f->scan_head < f->nframes / 2)
+    int lapped = f->head - f->scan_head >= f->nframes / 2;
+    for (int v = 0; v < WORKER_VARIANTS; v++) {
+        uint64_t lap = f->vb[v].write_pos / f->buf_size;
+        if (lap != f->vb[v].scan_lap)
+            lapped = 1;
+        f->vb[v].scan_lap = lap;
+    }
+    if (!lapped)
         return;
-    f->scan_lap = lap;
     f->scan_head = f->head;
     for (struct worker_conn *c = w->conns.next; c != &w->conns; c = c->next) {
-        if (c->cursor < f->head && c->close_at > c->cursor)
-            worker_conn_schedule_close(c, c->cursor, WORKER_CLOSE_TRY_AGAIN_LATER,
-                                       SHM_CLOSE_SLOW_CONSUMER);
+        if (c->cursor < f->head && c->close_at > c->cursor && worker_fanout_lapped(w, c) == 0)
+            lws_callback_on_writable(c->wsi);
     }
+}
+
+uint64_t worker_fanout_after(const struct worker_fanout *f, uint64_t seq)
+{
+    uint64_t lo = f->head, hi = f->tail; /* sequences grow with frame numbers */
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (worker_fanout_frame(f, mid)->seq > seq)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
 }
 
 /* True when the admin asked for a close since the last scan (acquire: kick_codes visible). */
@@ -252,19 +381,19 @@ void worker_fanout_pump(struct worker *w)
     worker_deliver_all(w);
 }
 
-uint64_t worker_fanout_gather(const struct worker_fanout *f, uint64_t cursor, uint64_t limit,
-                              size_t budget, const uint8_t **ptr, size_t *len)
+uint64_t worker_fanout_gather(const struct worker_fanout *f, enum worker_variant v, uint64_t cursor,
+                              uint64_t limit, size_t budget, const uint8_t **ptr, size_t *len)
 {
-    const struct worker_frame *fr = worker_fanout_frame(f, cursor);
-    uint64_t start = fr->pos, n = 1;
-    size_t bytes = fr->len;
+    const struct worker_frame_copy *fc = &worker_fanout_frame(f, cursor)->v[v];
+    uint64_t start = fc->pos, n = 1;
+    size_t bytes = fc->len;
     for (uint64_t k = cursor + 1; k < limit; k++, n++) {
-        fr = worker_fanout_frame(f, k);
-        if (fr->pos != start + bytes || bytes + fr->len > budget)
+        fc = &worker_fanout_frame(f, k)->v[v];
+        if (fc->pos != start + bytes || bytes + fc->len > budget)
             break;
-        bytes += fr->len;
+        bytes += fc->len;
     }
-    *ptr = f->buf + (start & (f->buf_size - 1));
+    *ptr = f->vb[v].buf + (start & (f->buf_size - 1));
     *len = bytes;
     return n;
 }

@@ -102,7 +102,10 @@ static int proto_confirm_upgrade(struct worker *w, struct lws *wsi, const char *
         return proto_refuse(w, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, SHM_REJECT_TABLE_FULL,
                             "server full");
     const char *why = "refused";
-    unsigned status = worker_handshake_check(w, wsi, &reason, &why);
+    unsigned status = worker_v1_check(w, wsi, &why);
+    if (status != 0)
+        return proto_refuse(w, wsi, status, SHM_REJECT_BAD_REQUEST, why);
+    status = worker_handshake_check(w, wsi, &reason, &why);
     if (status != 0)
         return proto_refuse(w, wsi, status, reason, why);
     return 0;
@@ -244,6 +247,7 @@ static void conn_established(struct worker *w, struct worker_conn *c, struct lws
     c->cursor = w->fan.tail;
     c->close_at = WORKER_NO_FRAME;
     c->last_valid_ms = mono_ms();
+    worker_v1_established(w, c, wsi);
     if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&ss, &sl) < 0) {
         /* ENOTCONN: the client left while queued (its request was still readable) */
         log_at(errno == ENOTCONN ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN, errno, "getpeername() failed");
