@@ -6,8 +6,11 @@
  *
  *   worker.c            main: arguments, configuration, attach, lws context, the loop, exit
  *   worker_accept.c     accept4() from the shared listening socket, hand-off to lws, the fd cap
- *   worker_fanout.c     the local buffer of ready-made frames, the ring pump, slow-consumer culling
+ *   worker_fanout.c     the local buffers of ready-made frames, the ring pump, lapped clients
  *   worker_proto.c      the one lws protocol callback: handshake checks, closes, counters
+ *   worker_v1.c         the wshub.v1 subprotocol: envelopes, welcome, gaps, resume decisions
+ *   worker_resume.c     the strict parser of ?since= and ?epoch= (no lws, fuzzable)
+ *   worker_auth.c       admission before the upgrade (tokens, Origin, limits) and identity
  *   worker_deliver.c    writing whole frames to connections: from the pump, or on WRITEABLE
  *   worker_keepalive.c  pings for quiet clients, hang-ups for silent ones (not lws's timers)
  *   worker_signal.c     signals, the 1 s tick (hub still alive?) and the graceful stop

@@ -1,12 +1,20 @@
-/* worker_fanout.c -- the worker's local buffer of ready-made frames, fed from the shared ring.
+/* worker_fanout.c -- the worker's local buffers of ready-made frames, fed from the shared ring.
  *
- * Each ring entry is copied once per worker, by ring_read() straight into the local buffer at
- * the spot after room for its WebSocket header; the header (unmasked server frame: 0x81 text or
+ * Each ring entry is copied once per worker, by ring_read() straight into the RAW buffer at the
+ * spot after room for its WebSocket header; the header (unmasked server frame: 0x81 text or
  * 0x82 binary, then a 7-, 16- or 64-bit length) is written in front of it and the frame is
- * final. Every connection then only keeps a frame number and writes runs of whole frames from
- * this buffer, so a broadcast costs one copy per worker, not one per client. After a pump that
- * brought new frames, worker_deliver_all() (worker_deliver.c) writes them to every idle
- * connection at once.
+ * final. Every other encoding a client may need (enum worker_variant: V1 adds the wshub.v1
+ * envelope "m <seq>\n") is built from that copy into its own buffer, once per worker too. A
+ * connection only keeps a frame number and writes runs of whole frames from its encoding's
+ * buffer, so a broadcast costs one copy per worker and encoding, not one per client. After a
+ * pump that brought new frames, worker_deliver_all() (worker_deliver.c) writes them to every
+ * idle connection at once.
+ *
+ * A starting worker begins at the oldest entry the ring holds, not at its tail: the first pump
+ * frames the ring's whole retained history (nobody is connected yet, so nothing is sent). That
+ * is what lets a client of a dead or retired worker resume (worker_v1.c) on whichever worker it
+ * reaches next. base_seq records how far back that history is whole: it moves past every frame
+ * pushed out of the buffers and past a hole left by an overrun.
  *
  * Header size depends on the payload length, which ring_read() only reports afterwards. We peek
  * at the next record's header in the segment (layout in shm_layout.h) to guess it; the guess is
@@ -15,10 +23,12 @@
  * WORKER_FRAME_HDR_MAX + max_payload bytes remain before the end, the next frame starts at 0.
  *
  * Overwrite rule: a frame is dropped from the index (head advances) as soon as a write touches
- * its bytes, or when the index itself is full (nframes entries, worker_buffer / 128). A
- * connection whose cursor is below head has lost data and is closed with 1013; every write path
- * checks this, and a scan of all connections after each buffer lap (or each half lap of
- * the index) catches the ones that are not writable at all. A lapped cursor is never read.
+ * its bytes in any encoding, or when the index itself is full (nframes entries,
+ * worker_buffer / 128). A connection whose cursor is below head has lost data: it is closed with
+ * 1013 (slow_consumer close) or moved to head with a gap notice (slow_consumer skip,
+ * worker_fanout_lapped); every write path checks this, and a scan of all connections after each
+ * buffer lap (or each half lap of the index) catches the ones that are not writable at all. A
+ * lapped cursor is never read.
  * The pump drains the shared ring eagerly, so worker_buffer (plus the kernel's socket buffers)
  * is the backlog a client may have: a burst larger than that, published faster than a client
  * reads, drops it even though the shared ring might still hold the entries.
@@ -34,7 +44,8 @@
  *
  * If this worker itself is lapped by the ring (RING_OVERRUN), the lost entries cannot be
  * delivered to anyone: every current connection is closed with 1013 once it has been sent the
- * frames before the gap, so no client ever sees a silent hole in the stream.
+ * frames before the gap (or, under slow_consumer skip, a GAP frame goes into the stream: wshub.v1
+ * clients read "g <from> <to> overrun"), so no client ever sees a silent hole in the stream.
  */
 #include "worker.h"
 
