@@ -44,6 +44,7 @@ class V1Client:
         self.epoch, self.last = None, None
         self.seqs, self.bodies, self.welcomes, self.gaps, self.closes = [], [], [], [], []
         self.ws, self.task, self.stopping = None, None, False
+        self.reconnect = True  # False: record a close and stop there
 
     async def start(self):
         await self._connect()
@@ -68,6 +69,8 @@ class V1Client:
                 msg = await self.ws.recv()
             except ConnectionClosed as e:
                 self.closes.append(e.rcvd.code if e.rcvd else None)
+                if not self.reconnect:
+                    return
                 while not self.stopping:
                     try:
                         await self._connect()
@@ -334,8 +337,9 @@ def test_hub_killed_new_epoch(make_stack):
         await until(lambda: all(c.seqs == [seq] for c in clients), 10, "the broadcast")
         epoch = clients[0].epoch
         workers = list(worker_pids(stack).values())
+        hub.note_children()
         for c in clients:
-            c.stopping = True  # record the close, do not reconnect yet
+            c.reconnect = False
         os.kill(hub.pid, signal.SIGKILL)
         await until(lambda: all(c.closes for c in clients), 15, "every client closed")
         assert all(c.closes == [1001] for c in clients), [c.closes for c in clients]
@@ -347,6 +351,8 @@ def test_hub_killed_new_epoch(make_stack):
 
     epoch, seq = asyncio.run(scenario())
     hub.wait_exit(5)
+    wait_for(lambda: hub.strays() == [], 10, "no orphan (workers, wshub-admin) of the dead hub")
+    assert os.path.exists(hub.segment), "the dead hub's segment is left for the next one"
     hub.start().wait_ready()
 
     async def after():
@@ -358,3 +364,28 @@ def test_hub_killed_new_epoch(make_stack):
 
     asyncio.run(after())
     assert "removed stale shared-memory segment" in hub.logs(200)
+
+
+def test_sigterm_delivers_everything_accepted(make_stack):
+    """Broadcasts acknowledged right up to SIGTERM all arrive, then 1001, exit 0, no segment."""
+    stack = make_stack(workers=2, nginx=False)
+    hub = stack.hub
+
+    async def scenario():
+        clients = [await V1Client(hub.ws_url, "c%d" % i).start() for i in range(30)]
+        for c in clients:
+            c.reconnect = False
+        hub.note_children()
+        seqs = await in_thread(lambda: [post(stack, b"burst %03d" % i + b"z" * 2000)
+                                        for i in range(300)])
+        hub.signal(signal.SIGTERM)  # at once after the last acknowledgement
+        await until(lambda: all(c.closes for c in clients), 20, "every client closed")
+        for c in clients:
+            await c.task
+            assert c.seqs == seqs, "%s got %d of %d" % (c.name, len(c.seqs), len(seqs))
+            assert c.closes == [1001], c.closes
+
+    asyncio.run(scenario())
+    assert hub.wait_exit(20) == 0
+    assert not os.path.exists(hub.segment)
+    assert hub.strays() == []
