@@ -100,6 +100,13 @@ $(BUILD)/admin-cgi/admin_assets.o: $(BUILD)/admin-cgi/admin_assets.c
 $(BUILD)/loopcost: $(BUILD)/tools/loopcost/loopcost.o
 	$(CC) $(LDFLAGS) -o $@ $^
 
+# clients/c: wshub-tail, the example wshub.v1 client (clients/c/README.md). It includes nothing
+# of wshub's own, only libwebsockets.
+all: $(BUILD)/wshub-tail
+$(BUILD)/wshub-tail: $(BUILD)/clients/c/wshub_tail.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LWS_LIBS)
+$(BUILD)/clients/%.o: CFLAGS += $(LWS_CFLAGS)
+
 $(BUILD)/tests/%: $(BUILD)/shm/%.o $(BUILD)/libwshub.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_RT)
