@@ -451,9 +451,13 @@ static int ring_seek_head(const struct shm *s, struct ring_cursor *c, int last_t
             c->seq = n;
             return 1;
         }
-        ring_copy_header(s, p, &rec);
+        /* A head off the record grid is corrupt (its header could straddle the buffer end); one
+         * more than a lap behind the tail was lapped, or the walk to the tail would never end. */
+        int off_grid = p % RING_ALIGN != 0;
+        if (!off_grid)
+            ring_copy_header(s, p, &rec);
         atomic_thread_fence(memory_order_acquire);
-        if (ld_rlx(&r->tail_intent) > p + cap ||
+        if (off_grid || t - p > cap || ld_rlx(&r->tail_intent) > p + cap ||
             !ring_rec_is_sane(&rec, cap - (p & (cap - 1)), r->max_payload, SIZE_MAX)) {
             if (!last_try)
                 return 0;
@@ -501,8 +505,11 @@ enum ring_status ring_read_mask(const struct shm *s, struct ring_cursor *c, stru
 
         if (pos == t)
             return RING_EMPTY;
-        /* A cursor past the tail or off the grid cannot come from this ring's history. */
-        if (pos > t || pos % RING_ALIGN != 0 || ld_acq(&r->tail_intent) > pos + cap)
+        /* A cursor past the tail or off the grid cannot come from this ring's history; one more
+         * than a lap behind the tail was lapped (tail_intent >= tail says so too, unless the
+         * words are corrupt, and then this bound is what keeps the loop from running forever). */
+        if (pos > t || t - pos > cap || pos % RING_ALIGN != 0 ||
+            ld_acq(&r->tail_intent) > pos + cap)
             return RING_OVERRUN;
         memcpy(&rec, data + off, sizeof(rec));
         if (!ring_rec_is_sane(&rec, cap - off, r->max_payload, bufcap))
