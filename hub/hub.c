@@ -18,6 +18,13 @@
  * workers that became ready, re-sweeps rows of dead slots, starts due respawns, advances a rolling
  * restart (hub_restart.c; also noticing the admin's requests for one) and escalates a stop. The hub
  * does no other work: it never touches a broadcast, so its loop can be this simple.
+ *
+ * A binary upgrade (SIGUSR2, hub_upgrade.c) adds a third descriptor to the poll, the control
+ * socket between the old and the new hub. The new hub's start-up differs in one step: it adopts
+ * the segment and the sockets from the old hub instead of creating them, and it owns nothing
+ * (h->owner: heartbeat, hub_state, the Redis bridge, removing the segment and the admin socket
+ * at exit) until the old hub hands the instance over. The old hub, once it has handed over,
+ * leaves the loop when its last worker is gone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -180,6 +187,7 @@ static int hub_shm_create(struct hub *h)
         .conn_capacity = h->conf.max_connections,
         .ring_capacity = h->conf.ring_size,
         .max_payload = h->conf.max_message,
+        .channels_per_worker = (uint32_t)h->conf.max_channels,
     };
     if (shm_name_for_instance(h->conf.instance, name, sizeof(name)) < 0) {
         log_error(errno, "instance name '%s' is not usable", h->conf.instance);
@@ -190,6 +198,7 @@ static int hub_shm_create(struct hub *h)
         return -1;
     }
     h->shm_created = 1;
+    h->owner = 1; /* ours to remove, also if the rest of the start fails */
     if (h->conf.shm_group[0] != '\0' && hub_shm_set_group(name, h->conf.shm_group) < 0)
         return -1;
     log_notice("shared memory %s: %zu bytes (%u connection rows, %llu byte ring)", name,
@@ -216,12 +225,14 @@ static int hub_timer_open(void)
     return fd;
 }
 
-/* Doorbells for the slots of the first generation; later slots get theirs when first used. */
-static int hub_doorbells_open(struct hub *h)
+/* Doorbells for the slots of the first generation (slots[], NULL: 0, 1, ...); later slots get
+ * theirs when first used. */
+static int hub_doorbells_open(struct hub *h, const int *slots)
 {
     for (int i = 0; i < h->conf.workers; i++) {
-        h->children[i].doorbell_fd = doorbell_open(&h->shm, (unsigned)i); /* logs failures */
-        if (h->children[i].doorbell_fd < 0)
+        struct hub_child *c = &h->children[slots != NULL ? slots[i] : i];
+        c->doorbell_fd = doorbell_open(&h->shm, (unsigned)c->slot); /* logs failures */
+        if (c->doorbell_fd < 0)
             return -1;
     }
     return 0;
@@ -237,13 +248,12 @@ static void hub_mark_running(struct hub *h)
     atomic_store(&hdr->hub_state, SHM_HUB_RUNNING);
 }
 
-/* Everything from the signal mask to the first children. Returns 0 or -1 (logged). */
-static int hub_start(struct hub *h)
+/* The segment and the two listening sockets: created, or -- the new hub of a binary upgrade --
+ * adopted from the old hub (hub_upgrade.c). */
+static int hub_acquire(struct hub *h)
 {
-    if ((h->signal_fd = hub_signal_open()) < 0 || hub_mkdir_p(h->conf.run_dir, 0755) < 0)
-        return -1;
-    if (h->conf.pid_file[0] != '\0' && (h->pid_fd = hub_pidfile_open(h->conf.pid_file)) < 0)
-        return -1;
+    if (h->upgrade.phase == HUB_UPGRADE_CANDIDATE)
+        return hub_upgrade_adopt(h);
     if (hub_shm_create(h) < 0 || (h->listen_fd = hub_listen_tcp(&h->conf)) < 0)
         return -1;
     if (h->conf.admin_threads > 0) {
@@ -251,20 +261,39 @@ static int hub_start(struct hub *h)
             return -1;
         h->admin_socket_created = 1;
     }
-    if (hub_doorbells_open(h) < 0 || (h->timer_fd = hub_timer_open()) < 0)
+    h->owner = 1;
+    h->generation = 1;
+    return 0;
+}
+
+/* Everything from the signal mask to the first children. Returns 0 or -1 (logged). */
+static int hub_start(struct hub *h)
+{
+    int candidate = h->upgrade.phase == HUB_UPGRADE_CANDIDATE;
+    const int *slots = candidate ? h->upgrade.slots : NULL;
+    if ((h->signal_fd = hub_signal_open()) < 0 || hub_mkdir_p(h->conf.run_dir, 0755) < 0)
+        return -1;
+    if (h->conf.pid_file[0] != '\0' && (h->pid_fd = hub_pidfile_open(h->conf.pid_file)) < 0)
+        return -1;
+    if (hub_acquire(h) < 0)
+        return -1;
+    if (hub_doorbells_open(h, slots) < 0 || (h->timer_fd = hub_timer_open()) < 0)
         return -1;
     if ((h->devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) {
         log_error(errno, "open(/dev/null) failed");
         return -1;
     }
-    h->generation = 1;
-    if (hub_redis_start(&h->conf, &h->shm) < 0) /* Redis bridge (issue 8); no-op without redis */
+    if (!candidate && hub_redis_start(&h->conf, &h->shm, NULL) < 0) /* Redis bridge (issue 8) */
         return -1;
-    hub_mark_running(h);
     hub_restart_init(h);
-    if (hub_children_start(h) < 0)
+    if (candidate)
+        hub_upgrade_started(h); /* hub_pid only: the old hub still owns the rest */
+    else
+        hub_mark_running(h);
+    if (hub_children_start(h, slots) < 0)
         return -1;
-    log_notice("ready: ws://%s%s, %d worker%s, generation %u%s%s", h->conf.listen, h->conf.ws_path,
+    log_notice("%s: ws://%s%s, %d worker%s, generation %u%s%s",
+               candidate ? "started beside the old hub" : "ready", h->conf.listen, h->conf.ws_path,
                h->conf.workers, h->conf.workers == 1 ? "" : "s", h->generation,
                h->admin_fd >= 0 ? ", admin on " : ", no admin process",
                h->admin_fd >= 0 ? h->conf.admin_socket : "");
@@ -277,9 +306,11 @@ static void hub_tick(struct hub *h)
     if (read(h->timer_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
         log_error(errno, "read(timerfd) failed");
     uint64_t now = hub_now_ms();
-    atomic_store(&h->shm.hdr->hub_heartbeat_ms, shm_now_ms());
+    if (h->owner)
+        atomic_store(&h->shm.hdr->hub_heartbeat_ms, shm_now_ms());
     hub_reap_tick(h, now);
     hub_restart_tick(h, now);
+    hub_upgrade_tick(h, now);
     hub_stop_tick(h, now);
     hub_notify_tick(h);
 }
@@ -288,19 +319,25 @@ static void hub_tick(struct hub *h)
  * the hand-over follows its readiness closely), else until the next tick (-1). */
 static int hub_poll_timeout(const struct hub *h)
 {
-    int respawn = hub_respawn_next_ms(h, hub_now_ms());
-    int restart = hub_restart_next_ms(h);
-    if (respawn < 0)
-        return restart;
-    return restart >= 0 && restart < respawn ? restart : respawn;
+    int t = hub_respawn_next_ms(h, hub_now_ms());
+    int more[2] = {hub_restart_next_ms(h), hub_upgrade_next_ms(h)};
+    for (int i = 0; i < 2; i++) {
+        if (more[i] >= 0 && (t < 0 || more[i] < t))
+            t = more[i];
+    }
+    return t;
 }
 
 static void hub_loop(struct hub *h)
 {
-    struct pollfd pfd[2] = {{.fd = h->signal_fd, .events = POLLIN},
-                            {.fd = h->timer_fd, .events = POLLIN}};
-    while (!hub_stop_is_done(h)) {
-        int n = poll(pfd, 2, hub_poll_timeout(h));
+    struct pollfd pfd[4] = {{.fd = h->signal_fd, .events = POLLIN},
+                            {.fd = h->timer_fd, .events = POLLIN},
+                            {.fd = -1, .events = POLLIN},
+                            {.fd = -1, .events = POLLIN}};
+    while (!hub_stop_is_done(h) && !hub_upgrade_retired(h)) {
+        pfd[2].fd = h->upgrade.ctl_fd; /* the other hub of a binary upgrade, -1 when none */
+        pfd[3].fd = h->upgrade.pidfd;  /* old hub: the new one's end */
+        int n = poll(pfd, 4, hub_poll_timeout(h));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -311,11 +348,16 @@ static void hub_loop(struct hub *h)
         if (n == 0) {
             hub_respawn_due(h, hub_now_ms());
             hub_restart_tick(h, hub_now_ms());
+            hub_upgrade_tick(h, hub_now_ms());
         }
         if (pfd[0].revents & POLLIN)
             hub_signal_dispatch(h);
         if (pfd[1].revents & POLLIN)
             hub_tick(h);
+        if (pfd[2].fd >= 0 && pfd[2].revents != 0 && pfd[2].fd == h->upgrade.ctl_fd)
+            hub_upgrade_ctl_event(h); /* unless something above already closed it */
+        if (pfd[3].fd >= 0 && pfd[3].revents != 0 && pfd[3].fd == h->upgrade.pidfd)
+            hub_upgrade_peer_event(h);
     }
 }
 
@@ -356,25 +398,33 @@ static void hub_cleanup(struct hub *h)
 {
     hub_kill_leftovers(h);
     hub_redis_stop(); /* Redis bridge (issue 8): its thread uses the segment */
-    if (h->shm_created) {
+    if (h->shm_created && h->owner) {
         atomic_store(&h->shm.hdr->hub_state, SHM_HUB_STOPPING);
         shm_destroy(&h->shm);
-        h->shm_created = 0;
+    } else if (h->shm.hdr != NULL) { /* adopted, or handed over: the segment lives on */
+        shm_detach(&h->shm);
     }
+    h->shm_created = 0;
     hub_admin_close(h);
     hub_close_fd(&h->listen_fd);
     hub_children_close(h);
     hub_close_fd(&h->devnull_fd);
     hub_close_fd(&h->timer_fd);
     hub_close_fd(&h->signal_fd);
-    hub_pidfile_remove(h->conf.pid_file, h->pid_fd);
+    hub_pidfile_remove(hub_pidfile_path(h), h->pid_fd);
     h->pid_fd = -1;
+    if (h->upgrade.ctl_fd >= 0)
+        close(h->upgrade.ctl_fd); /* the other hub of an upgrade sees EOF: we are gone */
+    if (h->upgrade.pidfd >= 0)
+        close(h->upgrade.pidfd);
+    h->upgrade.ctl_fd = h->upgrade.pidfd = -1;
 }
 
 static void hub_init(struct hub *h)
 {
     memset(h, 0, sizeof(*h));
     h->listen_fd = h->admin_fd = h->devnull_fd = h->signal_fd = h->timer_fd = h->pid_fd = -1;
+    h->upgrade.ctl_fd = h->upgrade.pidfd = -1;
     hub_children_init(h);
 }
 
@@ -427,13 +477,24 @@ int main(int argc, char **argv)
     hub_init(h);
     h->argc = argc;
     h->argv = argv;
+    hub_upgrade_init(h, argv[0]);
+    char err[512];
+    if (hub_upgrade_from_env(h, err, sizeof(err)) < 0) { /* started by an old hub's SIGUSR2? */
+        fprintf(stderr, "wshub: binary upgrade: %s\n", err);
+        return 2;
+    }
     int rc = hub_parse_args(h, argc, argv);
     if (rc >= 0)
         return rc;
     if (hub_setup_log(&h->conf) < 0)
         return 2;
+    if (hub_upgrade_pin_conf(h, err, sizeof(err)) < 0) { /* after the log: it may warn */
+        log_error(0, "binary upgrade: %s; exiting with code 2", err);
+        return 2;
+    }
     hub_notify_init();
-    log_notice("wshub %s starting: instance %s, %d worker%s, pid %d", WSHUB_VERSION,
+    log_notice("wshub %s starting%s: instance %s, %d worker%s, pid %d", WSHUB_VERSION,
+               h->upgrade.phase == HUB_UPGRADE_CANDIDATE ? " (binary upgrade)" : "",
                h->conf.instance, h->conf.workers, h->conf.workers == 1 ? "" : "s", (int)getpid());
     if (hub_start(h) < 0) {
         log_error(0, "start-up failed; exiting with code 2");
@@ -442,6 +503,10 @@ int main(int argc, char **argv)
     }
     hub_loop(h);
     hub_cleanup(h);
-    log_notice("stopped; exit code %d", h->exit_code);
+    if (hub_upgrade_retired(h))
+        log_notice("binary upgrade: every worker of this hub has left; exiting (code %d)",
+                   h->exit_code);
+    else
+        log_notice("stopped; exit code %d", h->exit_code);
     return h->exit_code;
 }

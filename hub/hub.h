@@ -16,6 +16,7 @@
  *   hub_usage.c   --help and --version
  *   hub_notify.c  sd_notify readiness for systemd (Type=notify), without libsystemd
  *   hub_restart.c the rolling restart: reload the config, start a new generation, drain the old
+ *   hub_upgrade.c the binary upgrade on SIGUSR2: a new hub beside this one, then the hand-over
  *
  * Everything is single-threaded and runs from the loop in hub.c; no signal handlers exist (all
  * handled signals are blocked and read from a signalfd), so no state here is touched
@@ -50,6 +51,13 @@
 /* Fixed descriptor numbers in the children (the numbers are also passed on the command line). */
 #define HUB_CHILD_LISTEN_FD   3
 #define HUB_CHILD_DOORBELL_FD 4
+
+/* ... and in a new hub started by SIGUSR2 (also named in $WSHUB_UPGRADE). */
+#define HUB_UPGRADE_LISTEN_FD 3
+#define HUB_UPGRADE_ADMIN_FD  4
+#define HUB_UPGRADE_CTL_FD    5
+#define HUB_UPGRADE_START_MS  30000 /* the new hub must serve by then, or it is stopped */
+#define HUB_EXEC_MAX_FDS      4
 
 enum hub_role { HUB_ROLE_WORKER, HUB_ROLE_ADMIN };
 
@@ -96,6 +104,51 @@ struct hub_restart {
     char pins[HUB_MAX_PINS][CONF_PATH_MAX + 40]; /* as "--name=value" at start-up */
 };
 
+/* One fork+exec (hub_child.c): everything the child needs, prepared before fork. */
+struct hub_exec {
+    const char *path;
+    char **argv;
+    char **envp; /* NULL: the hub's own environment */
+    int from[HUB_EXEC_MAX_FDS], to[HUB_EXEC_MAX_FDS];
+    int n_fds;
+    int first_closed; /* fds >= this become close-on-exec */
+    int pdeathsig;    /* PR_SET_PDEATHSIG signal, 0 for none (the new hub of an upgrade) */
+    int detach;       /* fork twice: the process is orphaned at once, not our child */
+};
+
+/* The binary upgrade (hub_upgrade.c). The old hub goes NONE -> SPAWNED -> RETIRING -> exit, or
+ * back to NONE when the new one fails; the new hub starts as CANDIDATE, becomes the owner at the
+ * hand-over (SUCCESSOR while the old hub still drains its workers) and then NONE. */
+enum hub_upgrade_phase {
+    HUB_UPGRADE_NONE = 0,
+    HUB_UPGRADE_SPAWNED,   /* old hub: the new hub runs and starts its workers; we still own */
+    HUB_UPGRADE_RETIRING,  /* old hub: handed over; our workers drain, then we exit 0 */
+    HUB_UPGRADE_CANDIDATE, /* new hub: our workers start beside the old hub's; not the owner */
+    HUB_UPGRADE_SUCCESSOR  /* new hub: the owner; the old hub is still draining its workers */
+};
+
+struct hub_upgrade {
+    enum hub_upgrade_phase phase;
+    int ctl_fd;            /* SOCK_SEQPACKET to the other hub, -1 when none */
+    int pidfd;             /* old hub: pidfd of the new hub (not our child), -1 when none */
+    pid_t peer;            /* the other hub's pid */
+    uint64_t begun_ms;     /* monotonic */
+    uint64_t deadline_ms;  /* SPAWNED: start deadline, then kill deadlines; RETIRING: SIGKILL */
+    int stage;             /* SPAWNED: 0 waiting, 1 SIGTERM sent, 2 SIGKILL sent; RETIRING: 1 */
+    uint32_t generation;   /* the new hub's worker generation */
+    int hup_deferred;      /* SIGHUP came while SPAWNED: run it if the upgrade fails */
+    int sweep;             /* the other hub is gone: reclaim its dead workers' slots */
+    int oldbin_ticks;      /* new hub: ticks left to remove a .oldbin the old hub left */
+    int pid_renamed;       /* old hub: our pid file is at oldbin */
+    char oldbin[PATH_MAX]; /* "<pid_file>.oldbin" */
+    int n_slots;           /* CANDIDATE: the free slots the old hub offered */
+    int slots[SHM_MAX_WORKERS];
+    uint64_t requests_seen;                         /* CANDIDATE: the old hub's restart_requested */
+    uint64_t epoch;                                 /* CANDIDATE: the segment's epoch */
+    char pins[HUB_MAX_PINS * (CONF_PATH_MAX + 48)]; /* CANDIDATE: running fixed options */
+    char self_path[PATH_MAX]; /* the binary to exec on SIGUSR2: the path we were started as */
+};
+
 enum hub_phase {
     HUB_PHASE_RUNNING = 0, /* supervising */
     HUB_PHASE_DRAINING,    /* SIGTERM sent to every child, waiting for them */
@@ -121,6 +174,8 @@ struct hub {
     uint64_t phase_deadline_ms; /* monotonic: end of the current stop phase */
     int exit_code;              /* 0, or 1 once something went wrong at run time */
     struct hub_restart restart;
+    int owner; /* this hub owns the instance: heartbeat, segment state, bridge, clean-up */
+    struct hub_upgrade upgrade;
     int argc; /* the command line, re-read on every reload */
     char **argv;
 };
@@ -137,7 +192,8 @@ void hub_signal_dispatch(struct hub *h);
 
 /* hub_child.c */
 void hub_children_init(struct hub *h);
-int hub_children_start(struct hub *h);
+int hub_children_start(struct hub *h, const int *slots);
+pid_t hub_exec_spawn(const struct hub_exec *x, int *exec_err);
 int hub_child_spawn(struct hub *h, struct hub_child *c);
 struct hub_child *hub_child_by_pid(struct hub *h, pid_t pid);
 const char *hub_child_name(const struct hub_child *c, char *buf, size_t len);
@@ -150,6 +206,8 @@ void hub_reap(struct hub *h);
 void hub_reap_tick(struct hub *h, uint64_t now);
 void hub_respawn_due(struct hub *h, uint64_t now);
 int hub_respawn_next_ms(const struct hub *h, uint64_t now);
+int hub_slot_is_free(const struct hub *h, int slot);
+int hub_sweep_foreign_slots(struct hub *h);
 
 /* hub_stop.c */
 void hub_stop_begin(struct hub *h, const char *why);
@@ -165,6 +223,7 @@ int hub_listen_admin(const struct conf *c);
 int hub_mkdir_p(const char *path, unsigned mode);
 int hub_pidfile_open(const char *path);
 void hub_pidfile_remove(const char *path, int fd);
+int hub_pidfile_rename(const char *from, const char *to);
 
 /* hub_usage.c */
 void hub_usage(FILE *out);
@@ -172,6 +231,8 @@ void hub_version(FILE *out);
 
 /* hub_restart.c */
 void hub_restart_init(struct hub *h);
+int hub_restart_pin(struct hub *h, struct conf *nc, const char *what, char *err, size_t errlen);
+void hub_restart_adopt_pins(struct hub *h, const char *lines);
 void hub_restart_request(struct hub *h, const char *why);
 void hub_restart_tick(struct hub *h, uint64_t now);
 int hub_restart_next_ms(const struct hub *h);
@@ -182,5 +243,24 @@ void hub_notify_tick(const struct hub *h);
 void hub_notify_reloading(void);
 void hub_notify_reloaded(void);
 void hub_notify_stopping(void);
+void hub_notify_mainpid(pid_t pid, const char *status);
+const char *hub_notify_socket(void);
+
+/* hub_upgrade.c */
+void hub_upgrade_init(struct hub *h, const char *argv0);
+int hub_upgrade_from_env(struct hub *h, char *err, size_t errlen);
+int hub_upgrade_pin_conf(struct hub *h, char *err, size_t errlen);
+int hub_upgrade_adopt(struct hub *h);
+void hub_upgrade_started(struct hub *h);
+void hub_upgrade_request(struct hub *h);
+int hub_upgrade_defer_restart(struct hub *h, const char *why);
+void hub_upgrade_ctl_event(struct hub *h);
+void hub_upgrade_peer_event(struct hub *h);
+void hub_upgrade_tick(struct hub *h, uint64_t now);
+int hub_upgrade_next_ms(const struct hub *h);
+void hub_upgrade_stop(struct hub *h, int sig);
+int hub_upgrade_child_live(const struct hub *h);
+int hub_upgrade_retired(const struct hub *h);
+const char *hub_pidfile_path(const struct hub *h);
 
 #endif /* WSHUB_HUB_H */

@@ -18,6 +18,9 @@
  *                is over: the old generation gone, or the reload refused or abandoned
  *                (hub_restart.c).
  *   STOPPING=1   when a graceful stop begins (hub_stop.c).
+ *   MAINPID=...  at a binary upgrade's hand-over (hub_upgrade.c): the old hub names the new one
+ *                as the main process, then stays silent. The new hub gets $NOTIFY_SOCKET back in
+ *                its environment and reports nothing until it owns the instance.
  * A failed send is logged once at warn level and otherwise ignored: readiness reporting must
  * never take the server down.
  */
@@ -37,6 +40,7 @@
 #include "log.h"
 
 static struct sockaddr_un notify_addr;
+static char notify_env[sizeof(notify_addr.sun_path) + 1]; /* $NOTIFY_SOCKET, for a new hub */
 static socklen_t notify_addr_len; /* 0: no $NOTIFY_SOCKET, nothing is ever sent */
 static int notify_ready_sent;
 static int notify_serving = -1; /* serving workers last reported in STATUS */
@@ -52,6 +56,7 @@ void hub_notify_init(void)
     if ((v[0] != '/' && v[0] != '@') || n < 2 || n >= sizeof(notify_addr.sun_path)) {
         log_warn(0, "NOTIFY_SOCKET=\"%s\" is not a socket path or @name; not notifying", v);
     } else {
+        memcpy(notify_env, v, n + 1);
         memset(&notify_addr, 0, sizeof(notify_addr));
         notify_addr.sun_family = AF_UNIX;
         memcpy(notify_addr.sun_path, v, n);
@@ -110,7 +115,7 @@ static void hub_notify_count(const struct hub *h, int *wanted, int *serving)
 void hub_notify_tick(const struct hub *h)
 {
     int wanted, serving;
-    if (notify_addr_len == 0 || h->phase != HUB_PHASE_RUNNING)
+    if (notify_addr_len == 0 || h->phase != HUB_PHASE_RUNNING || !h->owner)
         return;
     hub_notify_count(h, &wanted, &serving);
     if (!notify_ready_sent && wanted > 0 && serving == wanted) {
@@ -147,4 +152,18 @@ void hub_notify_reloaded(void)
 void hub_notify_stopping(void)
 {
     hub_notify_send("STOPPING=1\nSTATUS=stopping");
+}
+
+/* A binary upgrade's hand-over: the new hub is the service's main process from now on. Sent by
+ * the old (main) hub, since NotifyAccess=main ignores everyone else; systemd accepts a new main
+ * pid of the same cgroup. */
+void hub_notify_mainpid(pid_t pid, const char *status)
+{
+    hub_notify_send("MAINPID=%d\nREADY=1\nSTATUS=%s", (int)pid, status);
+}
+
+/* The $NOTIFY_SOCKET this hub was started with ("" if none), for the environment of a new hub. */
+const char *hub_notify_socket(void)
+{
+    return notify_env;
 }

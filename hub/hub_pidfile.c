@@ -5,6 +5,11 @@
  * a pid left by a hub killed with SIGKILL may since have been reused by an unrelated process, and
  * then kill(pid, 0) would wrongly report a live owner. The file is truncated and rewritten only
  * once the lock is ours, and removed (before the lock is released) at a clean exit.
+ *
+ * A binary upgrade (SIGUSR2, hub_upgrade.c) works like nginx's: the old hub renames its file to
+ * <pid_file>.oldbin (the lock moves with the file), the new hub creates and locks a fresh
+ * <pid_file>, and if the new hub fails the old one renames .oldbin back. A hub only ever removes
+ * the file it holds, checked by inode, so neither can delete the other's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -101,11 +106,30 @@ int hub_pidfile_open(const char *path)
     return fd;
 }
 
+/* Removes the file at `path` if it is still the one we hold locked (during a binary upgrade the
+ * other hub may have put its own file there), then releases the lock. */
 void hub_pidfile_remove(const char *path, int fd)
 {
+    struct stat ours, there;
     if (fd < 0)
         return;
-    if (unlink(path) < 0)
+    if (fstat(fd, &ours) < 0)
+        log_warn(errno, "fstat(%s) failed", path);
+    else if (stat(path, &there) < 0)
+        log_warn(errno, "stat(%s) failed; not removing it", path);
+    else if (ours.st_dev != there.st_dev || ours.st_ino != there.st_ino)
+        log_info("pid file %s is another process's now; leaving it", path);
+    else if (unlink(path) < 0)
         log_warn(errno, "unlink(%s) failed", path);
     close(fd);
+}
+
+/* Moves our (locked) pid file: the lock belongs to the file, not the name. Returns 0 or -1. */
+int hub_pidfile_rename(const char *from, const char *to)
+{
+    if (rename(from, to) < 0) {
+        log_error(errno, "rename(%s, %s) failed", from, to);
+        return -1;
+    }
+    return 0;
 }

@@ -22,10 +22,16 @@
  * before waitpid returns), so anything found is logged as a warning: it would mean a row was
  * published late, e.g. by a claim that was repaired after EOWNERDEAD. Live slots are never swept,
  * so the sweep costs nothing in a healthy hub.
+ *
+ * During a binary upgrade (hub_upgrade.c) two hubs share the worker slots. Each supervises only
+ * its own children; hub_slot_is_free() keeps either from starting a process in a slot the other
+ * holds, and when one hub dies the survivor frees the rows of the dead hub's workers once they
+ * are gone (hub_sweep_foreign_slots), as it would for its own.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -140,10 +146,13 @@ static void hub_reap_one(struct hub *h, struct hub_child *c, pid_t pid, int stat
     hub_schedule_respawn(h, c, now);
 }
 
-/* Starts every respawn that is due. */
+/* Starts every respawn that is due. None while a binary upgrade's new hub starts: it has taken
+ * hdr->hub_pid, which a new worker of ours would refuse; the respawn waits for the outcome. */
 void hub_respawn_due(struct hub *h, uint64_t now)
 {
     char name[32];
+    if (h->upgrade.phase == HUB_UPGRADE_SPAWNED)
+        return;
     for (int i = 0; i < HUB_MAX_CHILDREN; i++) {
         struct hub_child *c = &h->children[i];
         if (!c->respawn_pending || c->respawn_at_ms > now || c->pid > 0)
@@ -168,6 +177,8 @@ void hub_respawn_due(struct hub *h, uint64_t now)
 int hub_respawn_next_ms(const struct hub *h, uint64_t now)
 {
     int64_t best = -1;
+    if (h->upgrade.phase == HUB_UPGRADE_SPAWNED)
+        return -1;
     for (int i = 0; i < HUB_MAX_CHILDREN; i++) {
         const struct hub_child *c = &h->children[i];
         if (!c->respawn_pending)
@@ -202,6 +213,60 @@ void hub_reap(struct hub *h)
         hub_reap_one(h, c, pid, status, now);
     }
     hub_respawn_due(h, now);
+}
+
+/* True when worker slot `slot` can take a new process: nothing of ours runs or is due there,
+ * and no other hub's process holds it (during a binary upgrade two hubs share the slots). */
+int hub_slot_is_free(const struct hub *h, int slot)
+{
+    const struct hub_child *c = &h->children[slot];
+    if (c->wanted || c->pid != 0 || c->respawn_pending)
+        return 0;
+    return atomic_load(&shm_worker(&h->shm, (unsigned)slot)->pid) == 0;
+}
+
+/* True when `pid` no longer runs: no such process, or a zombie nobody has reaped yet (an orphan
+ * whose new parent does not reap: its descriptors and mappings are released already). */
+static int hub_pid_is_gone(pid_t pid)
+{
+    char path[32], buf[256];
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return 1;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return errno == ENOENT;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the command name may contain anything */
+    return paren != NULL && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+/* After the other hub of a binary upgrade died: the slots its workers held are ours to clean.
+ * A slot whose recorded process no longer exists (not even as a zombie) has its rows freed and
+ * becomes EXITED. Returns how many slots still belong to a live process of the other hub. */
+int hub_sweep_foreign_slots(struct hub *h)
+{
+    int left = 0;
+    for (int i = 0; i < SHM_MAX_WORKERS; i++) {
+        struct hub_child *c = &h->children[i];
+        struct shm_worker *w = shm_worker(&h->shm, (unsigned)i);
+        pid_t pid = atomic_load(&w->pid);
+        if (pid == 0 || pid == c->pid)
+            continue;
+        if (!hub_pid_is_gone(pid)) {
+            left++;
+            continue;
+        }
+        atomic_store(&w->doorbell_armed, 0);
+        atomic_store(&w->pid, 0);
+        atomic_store(&w->state, SHM_WORKER_EXITED);
+        uint32_t n = hub_reclaim_rows(h, c);
+        log_notice("worker #%d (pid %d) of the other hub is gone: reclaimed %u connection row%s", i,
+                   (int)pid, n, n == 1 ? "" : "s");
+    }
+    return left;
 }
 
 /* Per tick: log workers that became ready, re-sweep dead slots, start due respawns. */

@@ -43,6 +43,12 @@
  * read only when poll() reports it (with the stop eventfd and the bridge doorbell). No locks:
  * the thread owns all of struct br; shared memory carries the state to producers and stats. The
  * hub exec's every child, so no hiredis or thread state crosses a fork into a worker.
+ *
+ * Binary upgrade (hub/hub_upgrade.c): one bridge per segment at any time. The old hub stops its
+ * bridge at the hand-over (hub_redis_stop_at: br_finish, then the local cursor is reported) and
+ * the new hub starts its own on the same segment (br_adopt): local messages from that cursor,
+ * the stream from the segment's bridge.last_id, live, and this epoch's confirmed count from the
+ * marker. Same node id and epoch, so the old hub's own entries are recognised as ours.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -377,7 +383,20 @@ static void br_free(struct br *b)
     free(b);
 }
 
-int hub_redis_start(const struct conf *c, struct shm *s)
+/* An adopted segment: where the previous hub's bridge left the stream and the local side. */
+static void br_adopt(struct br *b, const struct hub_redis_resume *resume)
+{
+    uint64_t ms = atomic_load(&b->shm->hdr->bridge.last_id_ms);
+    uint64_t seq = atomic_load(&b->shm->hdr->bridge.last_id_seq);
+
+    if (ms != 0 || seq != 0)
+        snprintf(b->adopt_id, sizeof(b->adopt_id), "%" PRIu64 "-%" PRIu64, ms, seq);
+    b->adopt_marker = 1;
+    if (resume->have_local)
+        b->cur = resume->local; /* read first what producers delivered while no bridge ran */
+}
+
+int hub_redis_start(const struct conf *c, struct shm *s, const struct hub_redis_resume *resume)
 {
     struct br *b;
 
@@ -390,6 +409,8 @@ int hub_redis_start(const struct conf *c, struct shm *s)
     b->stop_fd = b->bell_fd = -1;
     if (br_configure(b, c, s) < 0 || br_local_init(b) < 0)
         goto fail;
+    if (resume != NULL)
+        br_adopt(b, resume);
     if ((b->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         log_error(errno, "eventfd() for the redis bridge failed");
         goto fail;
@@ -414,10 +435,22 @@ fail:
 
 void hub_redis_stop(void)
 {
+    hub_redis_stop_at(NULL);
+}
+
+uint64_t hub_redis_backlog(const struct shm *s)
+{
+    if (br_self == NULL || atomic_load(&s->hdr->bridge.state) == SHM_BRIDGE_CLOSED)
+        return 0; /* connected: a stop sends what is in flight (br_finish) */
+    return atomic_load(&s->hdr->bridge.backlog);
+}
+
+int hub_redis_stop_at(struct hub_redis_resume *out)
+{
     struct br *b = br_self;
 
     if (b == NULL)
-        return;
+        return 0;
     br_self = NULL;
     atomic_store(&b->stop, 1);
     if (eventfd_write(b->stop_fd, 1) < 0)
@@ -427,5 +460,10 @@ void hub_redis_stop(void)
         if (rc != 0)
             log_error(rc, "pthread_join(redis bridge) failed");
     }
+    if (out != NULL) { /* the thread is joined: its cursor is ours to read */
+        out->have_local = 1;
+        out->local = b->cur;
+    }
     br_free(b);
+    return 1;
 }

@@ -11,6 +11,8 @@
  * stream's newest id at that moment; from then on entries are delivered live. History is kept
  * for resume (issue 6) but not pushed to clients who connected after the restart and never saw
  * the messages before it. A node without a cursor (its first start) begins at the stream's end.
+ * A hub that adopted the segment from the previous one (binary upgrade) goes on from the last id
+ * that hub appended (the segment's bridge.last_id), live: the ring has everything before it.
  * Reconnections after an outage simply continue from last_id: what other nodes published
  * meanwhile is delivered late, in stream order, not lost. The stream is trimmed to redis_maxlen
  * entries; if entries after our cursor were trimmed before we read them, XINFO STREAM's
@@ -102,6 +104,16 @@ int br_in_position(struct br *b, char *err, size_t errlen)
     const char *rev[6] = {"XREVRANGE", b->key_stream, "+", "-", "COUNT", "1"};
     char saved[BR_ID_LEN], newest[BR_ID_LEN];
 
+    if (!b->positioned && b->adopt_id[0] != '\0') {
+        /* The segment was adopted from the hub before us (binary upgrade): its ring already
+         * holds everything up to adopt_id, and every client still connected has seen it, so
+         * what follows is live, not history, and nothing before it is appended again. */
+        snprintf(b->last_id, sizeof(b->last_id), "%s", b->adopt_id);
+        log_notice("redis bridge: reading the stream from %s, where the previous hub stopped",
+                   b->last_id);
+        b->cursor_dirty = 1;
+        b->positioned = 1;
+    }
     if (!b->positioned) {
         if (br_in_get_string(b, 2, get, saved, sizeof(saved), err, errlen) < 0 ||
             br_in_get_string(b, 6, rev, newest, sizeof(newest), err, errlen) < 0)

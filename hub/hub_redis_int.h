@@ -84,12 +84,14 @@ struct br {
     uint64_t confirmed_total; /* own messages the stream confirmed in this epoch */
     /* inbound connection: SET cursor + XREAD BLOCK pipelined, replies read when poll says so */
     redisContext *in;
-    int in_replies;          /* replies outstanding */
-    int in_xread;            /* an XREAD is among them (always the last) */
-    uint64_t in_deadline_ms; /* no reply by then: Redis is stuck */
-    int positioned;          /* last_id is known (first connection done) */
-    int cursor_dirty;        /* last_id moved since it was saved */
-    int in_history;          /* catching up to history_until after the hub started */
+    int in_replies;           /* replies outstanding */
+    int in_xread;             /* an XREAD is among them (always the last) */
+    uint64_t in_deadline_ms;  /* no reply by then: Redis is stuck */
+    int positioned;           /* last_id is known (first connection done) */
+    int cursor_dirty;         /* last_id moved since it was saved */
+    int in_history;           /* catching up to history_until after the hub started */
+    char adopt_id[BR_ID_LEN]; /* adopted segment (binary upgrade): go on from here, live */
+    int adopt_marker;         /* adopted: take this epoch's confirmed count from the marker */
     char last_id[BR_ID_LEN], history_until[BR_ID_LEN];
     /* local side */
     struct ring_cursor cur;

@@ -190,12 +190,15 @@ int br_out_resync(struct br *b, char *err, size_t errlen)
     if (r == NULL)
         return -1;
     if (r->type == REDIS_REPLY_STRING && br_out_parse_marker(b, r->str, &oseq, &count) == 0) {
+        if (b->adopt_marker) /* the previous hub of this segment counted this epoch so far */
+            b->confirmed_total = count;
         while (b->q.unsent != NULL && b->q.unsent->oseq <= oseq) {
             br_queue_confirm_first(b); /* its EXEC landed, the reply did not */
             confirmed++;
         }
     }
     freeReplyObject(r);
+    b->adopt_marker = 0;
     if (confirmed > 0) {
         br_stat_add(&b->shm->hdr->bridge.sent, confirmed);
         log_notice("redis bridge: %" PRIu64 " message%s sent before the connection broke did "

@@ -33,7 +33,9 @@
  * buffers, ws_path, log level, ...) is what the new workers read; backlog is applied to the open
  * socket with listen(2). The new workers are exec'd fresh, so an upgraded wshub-worker binary is
  * picked up too; one that cannot run (exit code 2, e.g. another segment layout) only abandons the
- * restart.
+ * restart. While a binary upgrade (hub_upgrade.c) runs, two hubs share the slots: requests wait
+ * until one hub is left (hub_upgrade_defer_restart), and the new hub starts with the fixed
+ * options' pins of the old one (hub_restart_adopt_pins, hub_restart_pin).
  *
  * /healthz counts the RUNNING workers of hdr->generation against hdr->workers_configured. Both
  * change at the hand-over, when the new generation already serves and no old worker has stopped
@@ -50,11 +52,11 @@
 
 /* Options that shape the segment, the sockets or the hub's own files. */
 static const char *const fixed_options[] = {
-    "instance",           "listen",    "max_connections",
-    "max_message",        "ring_size", "shm_mode",
-    "shm_group",          "run_dir",   "admin_socket",
-    "admin_socket_mode",  "pid_file",  "admin_threads",
-    "admin_socket_group",
+    "instance",           "listen",       "max_connections",
+    "max_message",        "ring_size",    "shm_mode",
+    "shm_group",          "run_dir",      "admin_socket",
+    "admin_socket_mode",  "pid_file",     "admin_threads",
+    "admin_socket_group", "max_channels",
 };
 #define N_FIXED (sizeof(fixed_options) / sizeof(fixed_options[0]))
 _Static_assert(N_FIXED <= HUB_MAX_PINS, "struct hub_restart has a pin per fixed option");
@@ -68,8 +70,8 @@ static const char *const hub_only_options[] = {
 };
 #define N_HUB_ONLY (sizeof(hub_only_options) / sizeof(hub_only_options[0]))
 
-/* Records the running value of every fixed option and the admin's request counter. */
-void hub_restart_init(struct hub *h)
+/* Records the running value of every fixed option as its pin. */
+static void hub_restart_pins_from_conf(struct hub *h)
 {
     struct hub_restart *r = &h->restart;
     char value[CONF_PATH_MAX + 1];
@@ -79,7 +81,33 @@ void hub_restart_init(struct hub *h)
         snprintf(r->pins[i], sizeof(r->pins[i]), "--%s=%s", fixed_options[i], value);
     }
     r->n_pins = (int)N_FIXED;
-    r->requests_seen = atomic_load(&h->shm.hdr->restart_requested);
+}
+
+/* Records the running value of every fixed option and the admin's request counter. */
+void hub_restart_init(struct hub *h)
+{
+    hub_restart_pins_from_conf(h);
+    h->restart.requests_seen = atomic_load(&h->shm.hdr->restart_requested);
+}
+
+/* The new hub of a binary upgrade: the old hub's running values ("--name=value" lines) replace
+ * the pins of the fixed options they name. Names this binary does not pin are ignored. */
+void hub_restart_adopt_pins(struct hub *h, const char *lines)
+{
+    struct hub_restart *r = &h->restart;
+    hub_restart_pins_from_conf(h);
+    for (const char *p = lines; *p != '\0';) {
+        const char *end = strchr(p, '\n');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        for (size_t i = 0; i < N_FIXED; i++) {
+            size_t n = strlen(fixed_options[i]);
+            if (len >= n + 3 && strncmp(p, "--", 2) == 0 &&
+                strncmp(p + 2, fixed_options[i], n) == 0 && p[n + 2] == '=' &&
+                len < sizeof(r->pins[i]))
+                snprintf(r->pins[i], sizeof(r->pins[i]), "%.*s", (int)len, p);
+        }
+        p += len + (end != NULL);
+    }
 }
 
 /* The running value of fixed option i, from its pin "--name=value". */
@@ -89,23 +117,24 @@ static const char *pin_value(const struct hub_restart *r, size_t i)
 }
 
 /* If option `name` differs between *nc and `running` (its value now), warns and sets it back in
- * *nc. Returns 1 when it did, 0 when equal (or unknown), -1 with the reason in err. */
-static int hub_keep_option(struct conf *nc, const char *name, const char *running, char *err,
-                           size_t errlen)
+ * *nc. `what` names the occasion in the warning. Returns 1 when it did, 0 when equal (or
+ * unknown), -1 with the reason in err. */
+static int hub_keep_option(struct conf *nc, const char *name, const char *running, const char *what,
+                           char *err, size_t errlen)
 {
     char value[CONF_PATH_MAX + 1], why[256];
     if (conf_format_value(nc, name, value, sizeof(value)) < 0 || strcmp(value, running) == 0)
         return 0;
     if (strstr(name, "password") != NULL)
         log_warn(0,
-                 "reload: %s cannot change without a full restart of wshub; keeping the "
+                 "%s: %s cannot change without a full restart of wshub; keeping the "
                  "running value",
-                 name);
+                 what, name);
     else
         log_warn(0,
-                 "reload: %s cannot change without a full restart of wshub; keeping \"%s\" "
+                 "%s: %s cannot change without a full restart of wshub; keeping \"%s\" "
                  "(the configuration now says \"%s\")",
-                 name, running, value);
+                 what, name, running, value);
     if (conf_set(nc, name, running, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "keeping %s: %s", name, why);
         return -1;
@@ -113,19 +142,15 @@ static int hub_keep_option(struct conf *nc, const char *name, const char *runnin
     return 1;
 }
 
-/* Re-reads the configuration into *nc as at start-up and puts back the running value of every
- * fixed or hub-only option that differs, with a warning. Returns 0, or -1 with the reason in
- * err. */
-static int hub_reload_conf(struct hub *h, struct conf *nc, char *err, size_t errlen)
+/* Puts back in *nc the running value (r->pins) of every fixed option that differs, with a
+ * warning, and passes each on to the children as an override. Returns how many were put back,
+ * or -1 with the reason in err. The caller finalises *nc when the count is not 0. */
+int hub_restart_pin(struct hub *h, struct conf *nc, const char *what, char *err, size_t errlen)
 {
     struct hub_restart *r = &h->restart;
-    char running[CONF_PATH_MAX + 1];
     int kept = 0, k;
-
-    if (conf_from_args(nc, h->argc, h->argv, hub_is_own_arg, err, errlen) < 0)
-        return -1;
     for (size_t i = 0; i < N_FIXED; i++) {
-        if ((k = hub_keep_option(nc, fixed_options[i], pin_value(r, i), err, errlen)) < 0)
+        if ((k = hub_keep_option(nc, fixed_options[i], pin_value(r, i), what, err, errlen)) < 0)
             return -1;
         if (k == 0)
             continue;
@@ -136,10 +161,25 @@ static int hub_reload_conf(struct hub *h, struct conf *nc, char *err, size_t err
         nc->overrides[nc->n_overrides++] = r->pins[i]; /* the children get it too */
         kept++;
     }
+    return kept;
+}
+
+/* Re-reads the configuration into *nc as at start-up and puts back the running value of every
+ * fixed or hub-only option that differs, with a warning. Returns 0, or -1 with the reason in
+ * err. */
+static int hub_reload_conf(struct hub *h, struct conf *nc, char *err, size_t errlen)
+{
+    char running[CONF_PATH_MAX + 1];
+    int kept, k;
+
+    if (conf_from_args(nc, h->argc, h->argv, hub_is_own_arg, err, errlen) < 0)
+        return -1;
+    if ((kept = hub_restart_pin(h, nc, "reload", err, errlen)) < 0)
+        return -1;
     for (size_t i = 0; i < N_HUB_ONLY; i++) {
         if (conf_format_value(&h->conf, hub_only_options[i], running, sizeof(running)) < 0)
             continue;
-        if ((k = hub_keep_option(nc, hub_only_options[i], running, err, errlen)) < 0)
+        if ((k = hub_keep_option(nc, hub_only_options[i], running, "reload", err, errlen)) < 0)
             return -1;
         kept += k;
     }
@@ -168,8 +208,7 @@ static int hub_free_slots(const struct hub *h, int n, int *slots)
 {
     int found = 0;
     for (int i = 0; i < SHM_MAX_WORKERS && found < n; i++) {
-        const struct hub_child *c = &h->children[i];
-        if (!c->wanted && c->pid == 0 && !c->respawn_pending)
+        if (hub_slot_is_free(h, i))
             slots[found++] = i;
     }
     return found;
@@ -435,6 +474,8 @@ void hub_restart_request(struct hub *h, const char *why)
         log_notice("%s: the hub is stopping; no rolling restart", why);
         return;
     }
+    if (hub_upgrade_defer_restart(h, why))
+        return;
     if (r->phase != HUB_RESTART_IDLE) {
         r->queued++;
         snprintf(r->queued_why, sizeof(r->queued_why), "%s", why);
@@ -452,7 +493,9 @@ void hub_restart_tick(struct hub *h, uint64_t now)
     if (h->phase != HUB_PHASE_RUNNING)
         return;
     uint64_t requested = atomic_load(&h->shm.hdr->restart_requested);
-    if (requested != r->requests_seen) {
+    /* During a binary upgrade a request waits: the hub that owns the instance once only one is
+     * left acts on it (hub_upgrade.c passes requests_seen on to the new hub). */
+    if (requested != r->requests_seen && h->owner && h->upgrade.phase == HUB_UPGRADE_NONE) {
         char why[48];
         r->requests_seen = requested;
         snprintf(why, sizeof(why), "admin request %llu", (unsigned long long)requested);

@@ -14,6 +14,7 @@
  *   2. stop      SIGTERM/SIGINT/SIGQUIT: begin a graceful stop; a second one forces SIGKILL
  *   3. restart   SIGHUP: rolling restart (hub_restart.c; queued behind one in progress)
  *   4. reopen    SIGUSR1: reopen the log file and forward SIGUSR1 to every child
+ *   5. upgrade   SIGUSR2: binary upgrade, a new hub from the binary at our path (hub_upgrade.c)
  */
 #include <errno.h>
 #include <signal.h>
@@ -24,13 +25,14 @@
 #include "hub.h"
 #include "log.h"
 
-static const int hub_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1};
+static const int hub_signals[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2};
 
 struct hub_pending {
     int reap;
     int stop; /* signal number of the (last) stop request, 0 = none */
     int restart;
     int reopen;
+    int upgrade;
 };
 
 /* Blocks the hub's signals and returns a non-blocking, close-on-exec signalfd, or -1. SIGPIPE is
@@ -78,6 +80,8 @@ static void hub_signal_read(int fd, struct hub_pending *p)
                 p->restart = 1;
             else if (sig == SIGUSR1)
                 p->reopen = 1;
+            else if (sig == SIGUSR2)
+                p->upgrade = 1;
             if (sig != SIGCHLD)
                 log_debug("received SIG%s from pid %u", sigabbrev_np(sig), si[i].ssi_pid);
         }
@@ -118,6 +122,7 @@ void hub_signal_dispatch(struct hub *h)
     if (p.reap) {
         hub_reap(h);
         hub_restart_tick(h, hub_now_ms()); /* the last old worker gone: the restart is over */
+        hub_upgrade_tick(h, hub_now_ms()); /* likewise for a binary upgrade's old workers */
     }
     if (p.stop)
         hub_signal_stop(h, p.stop);
@@ -125,4 +130,6 @@ void hub_signal_dispatch(struct hub *h)
         hub_restart_request(h, "SIGHUP");
     if (p.reopen)
         hub_signal_reopen(h);
+    if (p.upgrade)
+        hub_upgrade_request(h);
 }

@@ -11,6 +11,11 @@
  * KILLING: every child still running is named in the log and gets SIGKILL; the hub then waits up
  * to HUB_KILL_WAIT_MS for the reaps (a process in uninterruptible sleep can outlive SIGKILL; the
  * hub then gives up rather than hang). Having had to kill anything makes the exit code 1.
+ *
+ * During a binary upgrade (hub_upgrade.c) only the hub that owns the instance marks the segment
+ * STOPPING, stops the Redis bridge and tells systemd: a new hub that has not taken over, or an old
+ * one that already handed over, stops its own children and nothing else. The old hub stops a new
+ * hub that is still starting along with its own children.
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -23,8 +28,11 @@ void hub_stop_begin(struct hub *h, const char *why)
 {
     if (h->phase != HUB_PHASE_RUNNING)
         return;
-    atomic_store(&h->shm.hdr->hub_state, SHM_HUB_STOPPING);
-    hub_redis_stop(); /* Redis bridge (issue 8): deliver what waits for the stream, before drain */
+    if (h->owner) { /* not the new hub of an upgrade before the hand-over, nor the old one after */
+        atomic_store(&h->shm.hdr->hub_state, SHM_HUB_STOPPING);
+        hub_redis_stop(); /* Redis bridge (issue 8): deliver what waits for the stream, first */
+    }
+    hub_upgrade_stop(h, SIGTERM); /* a new hub still starting is stopped with us */
     for (int i = 0; i < HUB_MAX_CHILDREN; i++) {
         struct hub_child *c = &h->children[i];
         c->respawn_pending = 0;
@@ -33,7 +41,8 @@ void hub_stop_begin(struct hub *h, const char *why)
             c->exiting = 1;
     }
     h->phase = HUB_PHASE_DRAINING;
-    hub_notify_stopping();
+    if (h->owner)
+        hub_notify_stopping();
     h->phase_deadline_ms = hub_now_ms() + h->conf.shutdown_timeout_ms + HUB_STOP_GRACE_MS;
     log_notice("stopping (%s): sending SIGTERM to %d process%s, waiting up to %u ms", why,
                hub_children_live(h), hub_children_live(h) == 1 ? "" : "es",
@@ -48,6 +57,7 @@ static void hub_stop_kill(struct hub *h)
         h->exit_code = 1;
         hub_children_kill(h, SIGKILL, 1);
     }
+    hub_upgrade_stop(h, SIGKILL);
     h->phase = HUB_PHASE_KILLING;
     h->phase_deadline_ms = hub_now_ms() + HUB_KILL_WAIT_MS;
 }
@@ -71,16 +81,19 @@ void hub_stop_tick(struct hub *h, uint64_t now)
                  h->conf.shutdown_timeout_ms + HUB_STOP_GRACE_MS);
         hub_stop_kill(h);
     } else if (h->phase == HUB_PHASE_KILLING && now >= h->phase_deadline_ms &&
-               hub_children_live(h) > 0) {
-        log_error(0, "%d process%s not reaped %d ms after SIGKILL; giving up on them",
-                  hub_children_live(h), hub_children_live(h) == 1 ? "" : "es", HUB_KILL_WAIT_MS);
+               (hub_children_live(h) > 0 || hub_upgrade_child_live(h))) {
+        int n = hub_children_live(h) + hub_upgrade_child_live(h);
+        log_error(0, "%d process%s not reaped %d ms after SIGKILL; giving up on them", n,
+                  n == 1 ? "" : "es", HUB_KILL_WAIT_MS);
         for (int i = 0; i < HUB_MAX_CHILDREN; i++)
             h->children[i].pid = 0;
+        hub_upgrade_stop(h, 0); /* 0: forget it */
     }
 }
 
-/* True once a stop was requested and no child is left (or the ones left were given up on). */
+/* True once a stop was requested and no child is left (or the ones left were given up on),
+ * including the new hub of a binary upgrade that had not taken over yet. */
 int hub_stop_is_done(const struct hub *h)
 {
-    return h->phase != HUB_PHASE_RUNNING && hub_children_live(h) == 0;
+    return h->phase != HUB_PHASE_RUNNING && hub_children_live(h) == 0 && !hub_upgrade_child_live(h);
 }

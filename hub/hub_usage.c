@@ -77,6 +77,14 @@ static const char usage_tail[] =
     "              run_dir, admin_socket*, admin_threads, pid_file) keep their running value,\n"
     "              with a warning. POST /admin/workers/restart does the same.\n"
     "  USR1        reopen log_file (after logrotate) and forward USR1 to every child.\n"
+    "  USR2        binary upgrade in place: exec the wshub binary at the path this hub was\n"
+    "              started as (a package upgrade replaced it), handing it the listening\n"
+    "              socket, the admin socket and the shared-memory segment. The new hub starts\n"
+    "              its own workers (wshub-worker beside the new wshub); once they serve it\n"
+    "              owns the instance, the old workers close their clients with 1012 over\n"
+    "              restart_spread and the old hub exits. The pid file is <pid_file>.oldbin\n"
+    "              meanwhile. If the new binary fails before it serves, the old hub serves\n"
+    "              on unchanged. Same segment layout required. See docs/upgrade.md.\n"
     "  CHLD        handled internally (reaping, respawning).\n"
     "\n"
     "EXIT STATUS\n"
@@ -87,6 +95,7 @@ static const char usage_tail[] =
     "FILES\n"
     "  " CONF_DEFAULT_FILE "      default configuration file\n"
     "  /dev/shm/wshub-<instance>  the shared-memory segment (removed at a clean stop)\n"
+    "  <pid_file>.oldbin          the old hub's pid file during a binary upgrade (USR2)\n"
     "  <run_dir>/admin.sock       admin FastCGI socket (admin_socket)\n"
     "  wshub-worker, wshub-admin  child binaries, looked up beside wshub unless worker_binary /\n"
     "                             admin_binary say otherwise\n"
@@ -95,7 +104,8 @@ static const char usage_tail[] =
     "  wshub -c /etc/wshub/wshub.conf -t\n"
     "  wshub -c /etc/wshub/wshub.conf --workers=4 --pid-file=/run/wshub/wshub.pid\n"
     "  kill -USR1 $(cat /run/wshub/wshub.pid)     # after rotating the log\n"
-    "  kill -HUP $(cat /run/wshub/wshub.pid)      # reload: rolling restart of the workers\n";
+    "  kill -HUP $(cat /run/wshub/wshub.pid)      # reload: rolling restart of the workers\n"
+    "  kill -USR2 $(cat /run/wshub/wshub.pid)     # after installing a new wshub: upgrade\n";
 
 void hub_usage(FILE *out)
 {
