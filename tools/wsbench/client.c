@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "channels.h"
 #include "log.h"
 
 #define CLIENT_CMD_TAG       UINT32_MAX
@@ -120,7 +121,7 @@ static void client_pace(struct client *cl, int64_t now)
 
     while (cl->oldest_pending < cl->next_start) {
         struct conn *c = &cl->conns[cl->oldest_pending];
-        if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE) {
+        if ((c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE) && !c->reconnecting) {
             if (c->deadline_ns > now)
                 break;
             conn_fail(cl, c, WIRE_FAIL_TIMEOUT, 0);
@@ -158,6 +159,11 @@ static int client_wait_ms(const struct client *cl, int64_t now)
     } else if (cl->phase == PHASE_CLOSING) {
         until = cl->close_deadline;
     }
+    if (cl->phase != PHASE_CLOSING) {
+        int64_t r = resume_next_wake(cl);
+        if (r >= 0 && (until < 0 || r < until))
+            until = r;
+    }
     if (until < 0)
         return -1;
     int64_t ms = (until - now + 999999) / 1000000;
@@ -167,7 +173,9 @@ static int client_wait_ms(const struct client *cl, int64_t now)
 static void client_on_start(struct client *cl, int64_t now)
 {
     for (uint32_t i = 0; i < cl->count; i++) {
-        if (cl->conns[i].state == CONN_OPEN && !cl->conns[i].churner) {
+        const struct conn *c = &cl->conns[i];
+        /* A resuming client is one even while it reconnects. */
+        if ((c->state == CONN_OPEN || c->resumer) && !c->churner && !c->stalled) {
             cl->conns[i].subscribed = 1;
             cl->res.subscribed++;
         }
@@ -185,11 +193,15 @@ static void client_on_expect(struct client *cl, int64_t n, int64_t now)
     cl->expected = n;
     cl->churn_on = 0; /* every POST is answered: the end of the run stays still */
     cl->complete = cl->dead_incomplete = 0;
+    if (cl->rs != NULL) { /* completion by position against the acknowledged seqs */
+        resume_on_expect(cl, now);
+        return;
+    }
     for (uint32_t i = 0; i < cl->count; i++) {
         struct conn *c = &cl->conns[i];
         if (!c->subscribed)
             continue;
-        c->complete = c->unique >= n;
+        c->complete = c->unique >= chan_expected(cl, c);
         if (c->complete)
             cl->complete++;
         else if (c->state != CONN_OPEN)
@@ -206,7 +218,12 @@ static void client_on_stop(struct client *cl, int64_t now)
         cl->next_start = cl->count;
     for (uint32_t i = 0; i < cl->count; i++) {
         struct conn *c = &cl->conns[i];
-        if (c->state == CONN_OPEN) {
+        if (c->resumer && !(c->state == CONN_OPEN && cl->rs[i].welcomed))
+            cl->res.resume_waiting_at_stop++;
+        if (c->state == CONN_OPEN && c->stalled) { /* it would never read the answer */
+            cl->res.open_at_stop++;
+            conn_release(cl, c);
+        } else if (c->state == CONN_OPEN) {
             cl->res.open_at_stop++;
             conn_send_close(cl, c, 1000);
         } else if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE) {
@@ -230,6 +247,16 @@ static void client_on_command(struct client *cl, int64_t now)
         client_on_start(cl, now);
         break;
     case WIRE_CMD_EXPECT:
+        /* --resume: the server's seq of every broadcast follows (wire.h). */
+        if (cl->acked_seq != NULL && cl->o->mode == OPTS_MODE_FANOUT &&
+            wire_read_all(cl->cmd_fd, cl->acked_seq, cl->o->messages * sizeof(uint64_t)) < 0) {
+            log_error(errno, "read(command pipe) failed; exiting");
+            exit(1);
+        }
+        if (cl->chan_expect != NULL && chan_read_expect(cl, cl->cmd_fd) < 0) {
+            log_error(errno, "read(command pipe) failed; exiting");
+            exit(1);
+        }
         client_on_expect(cl, cmd.arg, now);
         break;
     case WIRE_CMD_STOP:
@@ -247,12 +274,15 @@ static void client_finish(struct client *cl)
 {
     struct wire_result *r = &cl->res;
     struct rusage ru;
-    int64_t expected = cl->expected >= 0 ? cl->expected : (int64_t)cl->o->messages;
-
     for (uint32_t i = 0; i < cl->count; i++) {
         struct conn *c = &cl->conns[i];
+        int64_t expected = cl->expected >= 0 ? chan_expected(cl, c) : (int64_t)cl->o->messages;
+        if (c->subscribed && cl->chan_expect != NULL && cl->expected >= 0)
+            r->chan_expected += (uint64_t)expected;
         if (c->churner) {
             churn_session_end(cl, c);
+        } else if (c->resumer) {
+            r->unique += c->unique; /* loss: resume_finish, against the acknowledged seqs */
         } else {
             if (c->subscribed && c->unique < expected)
                 r->lost += (uint64_t)(expected - c->unique);
@@ -261,6 +291,7 @@ static void client_finish(struct client *cl)
         if (c->fd >= 0)
             conn_release(cl, c);
     }
+    resume_finish(cl);
     r->attempted = cl->next_start;
     for (uint32_t m = 0; m < cl->msg_tracked; m++) {
         const struct msg_window *w = &cl->win[m];
@@ -295,6 +326,9 @@ static void client_init(struct client *cl, const struct opts *o, uint32_t child,
     cl->rate = o->connect_rate / o->processes;
     hist_init(&cl->res.latency);
     hist_init(&cl->res.churn_rejoin);
+    hist_init(&cl->res.recovery);
+    for (int k = 0; k < WIRE_CAUSES; k++)
+        hist_init(&cl->res.recovery_cause[k]);
     if (getrandom(&cl->rng, sizeof(cl->rng), 0) != sizeof(cl->rng))
         cl->rng = (uint64_t)client_now() ^ ((uint64_t)getpid() << 32);
     cl->conns = calloc(count ? count : 1, sizeof(*cl->conns));
@@ -310,8 +344,19 @@ static void client_init(struct client *cl, const struct opts *o, uint32_t child,
         cl->msg_max[i] = -1;
     for (uint32_t i = 0; i < count; i++)
         cl->conns[i].fd = -1;
+    if (o->stalled > 0) /* before the churn pool: a stalled connection never churns */
+        for (uint32_t i = 0; i < count; i++)
+            cl->conns[i].stalled = (uint8_t)churn_in_pool(o->stalled, (uint64_t)first + i);
     if (churn_init(cl) < 0) {
         log_error(ENOMEM, "allocating the churn pool failed");
+        exit(1);
+    }
+    if (resume_init(cl) < 0) {
+        log_error(ENOMEM, "allocating the resume state failed");
+        exit(1);
+    }
+    if (chan_client_init(cl) < 0) {
+        log_error(ENOMEM, "allocating the channel plan failed");
         exit(1);
     }
     cl->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -344,6 +389,8 @@ void client_run(const struct opts *o, uint32_t child, uint32_t first, uint32_t c
             client_pace(&cl, now);
         if (cl.phase == PHASE_RUNNING)
             churn_tick(&cl, now);
+        if (cl.phase != PHASE_CLOSING)
+            resume_tick(&cl, now);
         if (cl.phase == PHASE_CLOSING && (cl.closing == 0 || now >= cl.close_deadline))
             client_finish(&cl);
         int n = epoll_wait(cl.epfd, evs, 512, client_wait_ms(&cl, now));

@@ -22,7 +22,7 @@
 
 #define CHURN_PROBES 8 /* pool entries tried for an open connection per leave */
 
-static int churn_push(struct churn_queue *q, uint32_t idx, uint32_t gen, int64_t at)
+int churn_push(struct churn_queue *q, uint32_t idx, uint32_t gen, int64_t at)
 {
     if (q->count == q->cap) {
         uint32_t cap = q->cap ? q->cap * 2 : 256;
@@ -41,19 +41,19 @@ static int churn_push(struct churn_queue *q, uint32_t idx, uint32_t gen, int64_t
     return 0;
 }
 
-static const struct churn_ent *churn_head(const struct churn_queue *q)
+const struct churn_ent *churn_head(const struct churn_queue *q)
 {
     return q->count ? &q->e[q->head] : NULL;
 }
 
-static void churn_pop(struct churn_queue *q)
+void churn_pop(struct churn_queue *q)
 {
     q->head = (q->head + 1) % q->cap;
     q->count--;
 }
 
 /* Is global connection g in the pool? floor(g * F) steps up at evenly spread indices. */
-static int churn_in_pool(double pool, uint64_t g)
+int churn_in_pool(double pool, uint64_t g)
 {
     return floor((double)(g + 1) * pool) > floor((double)g * pool);
 }
@@ -67,7 +67,7 @@ int churn_init(struct client *cl)
     if (cl->pool == NULL)
         return -1;
     for (uint32_t i = 0; i < cl->count; i++) {
-        if (churn_in_pool(o->churn_pool, (uint64_t)cl->first + i)) {
+        if (!cl->conns[i].stalled && churn_in_pool(o->churn_pool, (uint64_t)cl->first + i)) {
             cl->conns[i].churner = 1;
             cl->pool[cl->pool_n++] = i;
         }

@@ -18,8 +18,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "channels.h"
+#include "deflate.h"
 #include "log.h"
+#include "proto.h"
 #include "publisher.h"
+
+#define CONN_STALLED_RCVBUF 4096 /* --stalled: the kernel doubles it */
+#define CONN_PAYLOAD_EXACT  64   /* payloads asked this size or larger are exactly that size */
 
 static void conn_epoll(struct client *cl, struct conn *c, uint32_t events, int op)
 {
@@ -69,25 +75,35 @@ static void conn_log_once(struct client *cl, unsigned slot, int err, const char 
 
 void conn_fail(struct client *cl, struct conn *c, enum wire_fail why, int err)
 {
+    int reconnect = c->reconnecting;
     if (c->rejoining) { /* a churn comeback: not one of the run's -n connections */
         cl->res.churn_failed[why]++;
         c->rejoining = 0;
+    } else if (reconnect) { /* --resume: the attempt of a logical client */
+        cl->res.resume_failed[why]++;
+        c->reconnecting = 0;
     } else {
         cl->res.failed[why]++;
     }
     conn_log_once(cl, why, err, "failure", wire_fail_names[why]);
     conn_release(cl, c);
+    if (reconnect)
+        resume_attempt_failed(cl, c, why, client_now());
 }
 
 /* An established connection ended without our asking. */
 static void conn_drop(struct client *cl, struct conn *c, enum wire_drop why, int err)
 {
-    if (c->state == CONN_OPEN) {
+    int was_open = c->state == CONN_OPEN;
+    if (was_open) {
         cl->res.dropped[why]++;
         conn_log_once(cl, WIRE_FAIL_COUNT + why, err, "dropped", wire_drop_names[why]);
     }
-    int was_subscribed = c->subscribed && !c->complete;
+    int was_subscribed = c->subscribed && !c->complete && !c->resumer;
     conn_release(cl, c);
+    if (c->resumer && was_open) /* it comes back (a closing one was accounted already) */
+        resume_on_lost(cl, c, why == WIRE_DROP_PROTOCOL ? RESUME_CAUSE_OTHER : RESUME_CAUSE_LOST,
+                       why == WIRE_DROP_PROTOCOL ? 1002 : 1006, client_now());
     if (was_subscribed) {
         cl->dead_incomplete++;
         client_check_complete(cl, client_now());
@@ -194,6 +210,11 @@ void conn_start(struct client *cl, uint32_t i, int64_t now)
     cl->pending++;
     if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
         log_warn(errno, "setsockopt(TCP_NODELAY) failed");
+    if (c->stalled) { /* before connect(): the window it advertises is set from it */
+        int rcv = CONN_STALLED_RCVBUF;
+        if (setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)) < 0)
+            log_warn(errno, "setsockopt(SO_RCVBUF) failed");
+    }
     if (o->source_base.s_addr != htonl(INADDR_ANY)) {
         struct sockaddr_in src = {.sin_family = AF_INET};
         uint32_t k = (cl->first + i) % o->source_addrs;
@@ -222,7 +243,8 @@ static void conn_connected(struct client *cl, struct conn *c)
     int err = 0;
     socklen_t el = sizeof(err);
     uint8_t raw[16];
-    char key[HANDSHAKE_KEY_LEN + 1], req[4096];
+    char key[HANDSHAKE_KEY_LEN + 1], req[4096], path[sizeof(o->ws.path) + 64];
+    const char *p = chan_ws_path(o, cl->first + (uint32_t)(c - cl->conns), path, sizeof(path));
 
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
         err = errno;
@@ -240,8 +262,17 @@ static void conn_connected(struct client *cl, struct conn *c)
     memcpy(raw, &r0, 8);
     memcpy(raw + 8, &r1, 8);
     handshake_make_key(raw, key);
-    int n = handshake_request(req, sizeof(req), o->ws.host_header, o->ws.path, key, o->ws_headers,
-                              o->n_ws_headers);
+    if (c->resumer && cl->rs[c - cl->conns].known) { /* resume where the last one ended */
+        const struct resume *rs = &cl->rs[c - cl->conns];
+        if (proto_resume_path(path, sizeof(path), o->ws.path, rs->pos, rs->epoch) < 0) {
+            conn_fail(cl, c, WIRE_FAIL_OTHER, 0);
+            return;
+        }
+        p = path;
+    }
+    int n = p == NULL ? -1 /* too long with {c} expanded: opts refuses that */
+                      : handshake_request(req, sizeof(req), o->ws.host_header, p, key,
+                                          o->ws_headers, o->n_ws_headers);
     if (n < 0 || handshake_accept_for(key, c->hs->accept) < 0) {
         conn_fail(cl, c, WIRE_FAIL_OTHER, 0);
         return;
@@ -252,27 +283,30 @@ static void conn_connected(struct client *cl, struct conn *c)
         conn_fail(cl, c, conn_errno_reason(errno), errno);
 }
 
-/* Records one broadcast: latency, per-broadcast maximum, and the connection's sequence window. */
-static void conn_on_payload(struct client *cl, struct conn *c, const struct frame_event *ev,
-                            int64_t now)
+/* Records one broadcast: latency, per-broadcast maximum, and the connection's sequence window
+ * (or, resuming, its bitmap: client_resume.c). */
+int conn_on_payload(struct client *cl, struct conn *c, const uint8_t *p, size_t len, uint64_t total,
+                    uint32_t frames, uint64_t env_seq, int64_t now)
 {
     struct wire_result *r = &cl->res;
-    uint64_t seq;
+    uint64_t seq, pos;
     int64_t sent;
 
-    if (client_parse_payload(ev->data, ev->data_len, cl->run_id, &seq, &sent) < 0 ||
-        seq >= cl->o->messages) {
+    if (client_parse_payload(p, len, cl->run_id, &seq, &sent) < 0 || seq >= cl->o->messages) {
         r->foreign++;
-        return;
+        return -1;
     }
+    if (chan_on_receipt(cl, c, seq, &pos) < 0) /* --channels: another channel's broadcast */
+        return -1;
     if (c->churner)
         r->churn_received++;
     else
         r->received++;
     uint32_t size = publisher_size_for(cl->o, seq);
-    if (size >= FRAME_PREFIX_MAX && ev->len != size) /* else unpadded */
+    /* else unpadded, or compressed and only partly kept (DEFLATE_LEN_UNKNOWN, - an envelope) */
+    if (size >= CONN_PAYLOAD_EXACT && total < UINT64_MAX / 2 && total != size)
         r->bad_size++;
-    if (ev->frames > 1)
+    if (frames > 1)
         r->fragmented++;
     int64_t lat = now - sent;
     hist_record(&r->latency, lat);
@@ -291,29 +325,33 @@ static void conn_on_payload(struct client *cl, struct conn *c, const struct fram
         w->cpu_last_ns = cl->cpu_now;
     }
 
+    if (c->resumer)
+        return resume_on_receipt(cl, c, seq, env_seq, now);
+    /* From here on `pos`: the seq, or with --channels its rank in the channel. */
     if (c->unique == 0 && c->max_plus1 == 0)
-        c->first_seq = (uint32_t)seq; /* a session's first receipt (churn accounting) */
-    if (seq >= c->max_plus1) {
-        uint64_t shift = seq + 1 - c->max_plus1;
+        c->first_seq = (uint32_t)pos; /* a session's first receipt (churn accounting) */
+    if (pos >= c->max_plus1) {
+        uint64_t shift = pos + 1 - c->max_plus1;
         c->window = shift >= 64 ? 1 : (c->window << shift) | 1;
-        c->max_plus1 = (uint32_t)seq + 1;
+        c->max_plus1 = (uint32_t)pos + 1;
         c->unique++;
     } else {
-        uint64_t d = c->max_plus1 - 1 - seq;
+        uint64_t d = c->max_plus1 - 1 - pos;
         if (d < 64 && (c->window >> d) & 1) {
             r->duplicated++;
-            return;
+            return 1;
         }
         if (d < 64)
             c->window |= 1ULL << d;
         r->out_of_order++;
         c->unique++;
     }
-    if (c->subscribed && !c->complete && cl->expected >= 0 && c->unique >= cl->expected) {
+    if (c->subscribed && !c->complete && cl->expected >= 0 && c->unique >= chan_expected(cl, c)) {
         c->complete = 1;
         cl->complete++;
         client_check_complete(cl, now);
     }
+    return 0;
 }
 
 /* The server closed first: echo its status code (RFC 6455 5.5.1) and wait for it to close TCP.
@@ -321,7 +359,8 @@ static void conn_on_payload(struct client *cl, struct conn *c, const struct fram
 static int conn_on_server_close(struct client *cl, struct conn *c, const struct frame_event *ev,
                                 int64_t now)
 {
-    int was_subscribed = c->subscribed && !c->complete, rc = 0;
+    int was_subscribed = c->subscribed && !c->complete && !c->resumer, rc = 0;
+    uint16_t code = ev->data_len >= 2 ? (uint16_t)(ev->data[0] << 8 | ev->data[1]) : 1005;
 
     cl->res.dropped[WIRE_DROP_CLOSE_FRAME]++;
     conn_log_once(cl, WIRE_FAIL_COUNT + WIRE_DROP_CLOSE_FRAME, 0, "dropped",
@@ -335,6 +374,10 @@ static int conn_on_server_close(struct client *cl, struct conn *c, const struct 
         conn_release(cl, c);
         rc = -1;
     }
+    if (c->resumer) /* back soon; a closing handshake still open then is cut */
+        resume_on_lost(cl, c,
+                       code == 1012 || code == 1001 ? RESUME_CAUSE_RESTART : RESUME_CAUSE_OTHER,
+                       code, now);
     if (was_subscribed) {
         cl->dead_incomplete++;
         client_check_complete(cl, now);
@@ -346,9 +389,18 @@ static int conn_on_server_close(struct client *cl, struct conn *c, const struct 
 static int conn_on_frame(struct client *cl, struct conn *c, const struct frame_event *ev,
                          int64_t now)
 {
+    struct frame_event inflated;
     switch (ev->type) {
     case FRAME_EV_MESSAGE:
-        conn_on_payload(cl, c, ev, now);
+        if (ev->compressed) /* --deflate: its first bytes, inflated */
+            ev = deflate_event(ev, &inflated);
+        if (c->state == CONN_SERVER_CLOSING) { /* RFC 6455 5.5.1: none may follow a close */
+            cl->res.data_after_close++;
+            return 0;
+        }
+        if (c->resumer)
+            return resume_on_message(cl, c, ev, now);
+        conn_on_payload(cl, c, ev->data, ev->data_len, ev->len, ev->frames, UINT64_MAX, now);
         return 0;
     case FRAME_EV_PING:
         cl->res.pings++;
@@ -407,6 +459,8 @@ static enum wire_fail conn_hs_reason(enum handshake_result r)
         return WIRE_FAIL_BAD_ACCEPT;
     case HANDSHAKE_BAD_UPGRADE:
         return WIRE_FAIL_BAD_UPGRADE;
+    case HANDSHAKE_BAD_PROTOCOL:
+        return WIRE_FAIL_SUBPROTOCOL;
     default:
         return WIRE_FAIL_MALFORMED;
     }
@@ -427,7 +481,8 @@ static void conn_read_handshake(struct client *cl, struct conn *c, int64_t now)
         return;
     }
     hs->len += (uint32_t)n;
-    enum handshake_result r = handshake_check(hs->buf, hs->len, hs->accept, &head, &status);
+    enum handshake_result r = handshake_check(hs->buf, hs->len, hs->accept,
+                                              cl->o->resume ? PROTO_NAME : NULL, &head, &status);
     if (r == HANDSHAKE_INCOMPLETE) {
         if (hs->len == sizeof(hs->buf))
             conn_fail(cl, c, WIRE_FAIL_MALFORMED, 0);
@@ -437,6 +492,12 @@ static void conn_read_handshake(struct client *cl, struct conn *c, int64_t now)
         if (r == HANDSHAKE_BAD_STATUS)
             log_debug("handshake answered with status %d", status);
         conn_fail(cl, c, conn_hs_reason(r), 0);
+        return;
+    }
+    int dfl = cl->o->deflate ? deflate_accepted(hs->buf, head) : 0; /* --deflate */
+    if (dfl < 0) {
+        log_debug("permessage-deflate answered without server_no_context_takeover");
+        conn_fail(cl, c, WIRE_FAIL_MALFORMED, 0);
         return;
     }
     /* Frames that came with the head are parsed from the process buffer after hs is freed. */
@@ -449,9 +510,17 @@ static void conn_read_handshake(struct client *cl, struct conn *c, int64_t now)
     cl->open++;
     if (c->rejoining)
         churn_on_open(cl, c, now);
-    else
+    else if (!c->reconnecting)
         cl->res.ok++;
     frame_parser_reset(&c->fp);
+    c->fp.rsv1_ok = dfl > 0;
+    if (c->stalled) { /* reads nothing from now on; EPOLLERR/EPOLLHUP still come */
+        cl->res.stalled++;
+        conn_epoll(cl, c, 0, EPOLL_CTL_MOD);
+        return;
+    }
+    if (cl->o->resume)
+        resume_on_open(cl, c, now);
     if (extra > 0)
         conn_feed(cl, c, cl->rbuf, extra, now);
 }
@@ -480,6 +549,11 @@ void conn_on_event(struct client *cl, uint32_t i, uint32_t events, int64_t now)
 {
     struct conn *c = &cl->conns[i];
 
+    if (c->stalled && c->state == CONN_OPEN) { /* the server ended a client that never read */
+        cl->res.stalled_ended++;
+        conn_release(cl, c);
+        return;
+    }
     if (c->state == CONN_CONNECTING) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             conn_connected(cl, c);

@@ -34,7 +34,8 @@ static const char *frame_check_start(struct frame_parser *fp)
     uint8_t b0 = fp->hdr[0], b1 = fp->hdr[1];
     uint8_t op = b0 & 0x0f, len7 = b1 & 0x7f;
 
-    if (b0 & 0x70)
+    if ((b0 & 0x30) ||
+        ((b0 & 0x40) && !(fp->rsv1_ok && (op == FRAME_OP_TEXT || op == FRAME_OP_BINARY))))
         return "RSV bits set without a negotiated extension";
     if (b1 & 0x80)
         return "server frame is masked";
@@ -78,6 +79,7 @@ static const char *frame_open(struct frame_parser *fp)
         fp->ctl_len = 0;
     } else if (fp->opcode != FRAME_OP_CONT) {
         fp->msg_opcode = fp->opcode;
+        fp->msg_compressed = (fp->hdr[0] & 0x40) != 0;
         fp->msg_len = 0;
         fp->msg_frames = 1;
         fp->prefix_len = 0;
@@ -109,6 +111,7 @@ static void frame_close(struct frame_parser *fp, struct frame_event *ev)
         ev->type = FRAME_EV_MESSAGE;
         ev->opcode = fp->msg_opcode;
         ev->frames = fp->msg_frames;
+        ev->compressed = fp->msg_compressed;
         ev->len = fp->msg_len;
         ev->data = fp->prefix;
         ev->data_len = fp->prefix_len;

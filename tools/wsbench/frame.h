@@ -7,7 +7,8 @@
  * frames (at most 125 bytes) are kept whole because a ping's payload must be echoed.
  *
  * What the parser enforces, because a server that breaks it is a bug worth reporting:
- * server frames are never masked, RSV bits are zero (no extension is negotiated), control frames
+ * server frames are never masked, RSV bits are zero (RSV1 may open a data message when
+ * permessage-deflate was negotiated: rsv1_ok, --deflate), control frames
  * are unfragmented and at most 125 bytes, continuation frames only follow an unfinished data
  * frame, and a new data frame never interrupts one. Control frames may arrive between fragments.
  */
@@ -24,7 +25,7 @@
 #define FRAME_OP_PING   0x9
 #define FRAME_OP_PONG   0xA
 
-#define FRAME_PREFIX_MAX 64  /* bytes of each data message kept for the receiver */
+#define FRAME_PREFIX_MAX 192 /* bytes of each data message kept: a wshub.v1 header + the stamp */
 #define FRAME_CTL_MAX    125 /* largest control payload (RFC 6455 5.5) */
 #define FRAME_HDR_MAX    14  /* 2 + 8 bytes of length + 4 bytes of mask */
 
@@ -51,6 +52,8 @@ struct frame_parser {
     uint8_t msg_opcode;               /* TEXT or BINARY while a message is open, else 0 */
     uint8_t ctl_len;                  /* control payload bytes gathered */
     uint8_t prefix_len;               /* message bytes kept in prefix */
+    uint8_t rsv1_ok;                  /* permessage-deflate negotiated: RSV1 may open a message */
+    uint8_t msg_compressed;           /* the open data message has RSV1 (deflate.c inflates it) */
     uint8_t prefix[FRAME_PREFIX_MAX]; /* first bytes of the open data message */
     uint8_t ctl[FRAME_CTL_MAX];       /* payload of the current control frame */
 };
@@ -60,6 +63,7 @@ struct frame_event {
     enum frame_event_type type;
     uint8_t opcode;      /* MESSAGE: FRAME_OP_TEXT or FRAME_OP_BINARY */
     uint32_t frames;     /* MESSAGE: how many frames carried it (1 = unfragmented) */
+    uint8_t compressed;  /* MESSAGE: RSV1 was set (permessage-deflate): data is compressed */
     uint64_t len;        /* MESSAGE: total payload length */
     const uint8_t *data; /* MESSAGE: first min(len, FRAME_PREFIX_MAX) bytes; control: payload */
     size_t data_len;

@@ -9,6 +9,9 @@
 
 static int failures; /* counted by CHECK (check.h) */
 
+/* What one event may carry: a control payload or a message's kept prefix. */
+#define COPY_MAX (FRAME_PREFIX_MAX > FRAME_CTL_MAX ? FRAME_PREFIX_MAX : FRAME_CTL_MAX)
+
 /* Unmasked server frame header + payload into out. Returns its length. */
 static size_t server_frame(uint8_t *out, uint8_t b0, const uint8_t *p, size_t len)
 {
@@ -31,7 +34,7 @@ static size_t server_frame(uint8_t *out, uint8_t b0, const uint8_t *p, size_t le
 
 /* Feeds buf in chunks of `step` bytes and collects up to 8 events. */
 static int feed(struct frame_parser *fp, const uint8_t *buf, size_t len, size_t step,
-                struct frame_event *evs, uint8_t copies[][FRAME_CTL_MAX])
+                struct frame_event *evs, uint8_t copies[][COPY_MAX])
 {
     int n = 0;
     for (size_t off = 0; off < len;) {
@@ -40,7 +43,7 @@ static int feed(struct frame_parser *fp, const uint8_t *buf, size_t len, size_t 
             struct frame_event ev;
             used += frame_parse(fp, buf + off + used, chunk - used, &ev);
             if (ev.type != FRAME_EV_NONE && n < 8) {
-                memcpy(copies[n], ev.data, ev.data_len < FRAME_CTL_MAX ? ev.data_len : 0);
+                memcpy(copies[n], ev.data, ev.data_len <= COPY_MAX ? ev.data_len : 0);
                 evs[n] = ev;
                 evs[n].data = copies[n];
                 n++;
@@ -63,7 +66,7 @@ static void test_lengths(void)
         for (size_t step = 1; step <= 4096; step *= 64) {
             struct frame_parser fp;
             struct frame_event evs[8];
-            uint8_t copies[8][FRAME_CTL_MAX];
+            uint8_t copies[8][COPY_MAX];
             frame_parser_reset(&fp);
             size_t n = server_frame(buf, 0x81, payload, lens[k]);
             int ne = feed(&fp, buf, n, step, evs, copies);
@@ -88,7 +91,7 @@ static void test_fragments_with_ping(void)
     for (size_t step = 1; step <= n; step++) {
         struct frame_parser fp;
         struct frame_event evs[8];
-        uint8_t copies[8][FRAME_CTL_MAX];
+        uint8_t copies[8][COPY_MAX];
         frame_parser_reset(&fp);
         int ne = feed(&fp, buf, n, step, evs, copies);
         CHECK(ne == 3);
@@ -103,7 +106,7 @@ static void expect_error(const uint8_t *buf, size_t len, const char *what)
 {
     struct frame_parser fp;
     struct frame_event evs[8];
-    uint8_t copies[8][FRAME_CTL_MAX];
+    uint8_t copies[8][COPY_MAX];
     frame_parser_reset(&fp);
     int ne = feed(&fp, buf, len, len, evs, copies);
     CHECK(ne >= 1 && evs[ne - 1].type == FRAME_EV_ERROR);

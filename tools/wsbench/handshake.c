@@ -124,7 +124,7 @@ static const char *handshake_header(const char *buf, const char *end, const char
 }
 
 enum handshake_result handshake_check(const char *buf, size_t len, const char *expected_accept,
-                                      size_t *head_len, int *status)
+                                      const char *protocol, size_t *head_len, int *status)
 {
     const char *blank = memmem(buf, len, "\r\n\r\n", 4);
     const char *v, *ve;
@@ -150,5 +150,11 @@ enum handshake_result handshake_check(const char *buf, size_t len, const char *e
     if (v == NULL || (size_t)(ve - v) != HANDSHAKE_ACCEPT_LEN ||
         memcmp(v, expected_accept, HANDSHAKE_ACCEPT_LEN) != 0)
         return HANDSHAKE_BAD_ACCEPT;
+    if (protocol != NULL) {
+        v = handshake_header(buf, end, "Sec-WebSocket-Protocol", &ve);
+        if (v == NULL || (size_t)(ve - v) != strlen(protocol) ||
+            memcmp(v, protocol, (size_t)(ve - v)) != 0)
+            return HANDSHAKE_BAD_PROTOCOL;
+    }
     return HANDSHAKE_OK;
 }

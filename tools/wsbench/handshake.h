@@ -17,10 +17,11 @@
 enum handshake_result {
     HANDSHAKE_INCOMPLETE = 0, /* no blank line yet: read more */
     HANDSHAKE_OK,
-    HANDSHAKE_BAD_STATUS,  /* status line is not HTTP/1.1 101 */
-    HANDSHAKE_BAD_ACCEPT,  /* Sec-WebSocket-Accept missing or wrong */
-    HANDSHAKE_BAD_UPGRADE, /* Upgrade or Connection header missing or wrong */
-    HANDSHAKE_MALFORMED    /* not parseable as an HTTP response */
+    HANDSHAKE_BAD_STATUS,   /* status line is not HTTP/1.1 101 */
+    HANDSHAKE_BAD_ACCEPT,   /* Sec-WebSocket-Accept missing or wrong */
+    HANDSHAKE_BAD_UPGRADE,  /* Upgrade or Connection header missing or wrong */
+    HANDSHAKE_BAD_PROTOCOL, /* Sec-WebSocket-Protocol is not the one asked for */
+    HANDSHAKE_MALFORMED     /* not parseable as an HTTP response */
 };
 
 /* Base64-encodes 16 random bytes into key (HANDSHAKE_KEY_LEN + 1 bytes, NUL-terminated). */
@@ -37,8 +38,10 @@ int handshake_request(char *buf, size_t cap, const char *host_header, const char
 
 /* Examines the response gathered so far. On anything but HANDSHAKE_INCOMPLETE, *head_len is the
  * length of the head (through the blank line); bytes after it are WebSocket frames. *status gets
- * the HTTP status code when one was parsed. */
+ * the HTTP status code when one was parsed. `protocol`, when not NULL, is the subprotocol that
+ * was offered: the response must select exactly it (RFC 6455 4.1: a client fails a connection
+ * whose server picked none it offered). */
 enum handshake_result handshake_check(const char *buf, size_t len, const char *expected_accept,
-                                      size_t *head_len, int *status);
+                                      const char *protocol, size_t *head_len, int *status);
 
 #endif /* WSBENCH_HANDSHAKE_H */

@@ -11,7 +11,19 @@ static enum handshake_result check(const char *resp, const char *accept)
 {
     size_t head = 0;
     int status = 0;
-    return handshake_check(resp, strlen(resp), accept, &head, &status);
+    return handshake_check(resp, strlen(resp), accept, NULL, &head, &status);
+}
+
+static enum handshake_result check_proto(const char *proto_line, const char *accept)
+{
+    char resp[512];
+    size_t head = 0;
+    int status = 0;
+    snprintf(resp, sizeof(resp),
+             "HTTP/1.1 101 x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n%s"
+             "Sec-WebSocket-Accept: %s\r\n\r\n",
+             proto_line, accept);
+    return handshake_check(resp, strlen(resp), accept, "wshub.v1", &head, &status);
 }
 
 int main(void)
@@ -38,7 +50,7 @@ int main(void)
     size_t head = 0, rl = strlen(resp);
     int status = 0;
     memcpy(resp + rl, "\x81\x00", 2); /* a frame right behind the head */
-    CHECK(handshake_check(resp, rl + 2, accept, &head, &status) == HANDSHAKE_OK);
+    CHECK(handshake_check(resp, rl + 2, accept, NULL, &head, &status) == HANDSHAKE_OK);
     CHECK(status == 101 && head == rl);
     resp[rl] = '\0';
     CHECK(check("HTTP/1.1 101 Switching", accept) == HANDSHAKE_INCOMPLETE);
@@ -60,6 +72,14 @@ int main(void)
              "Sec-WebSocket-Accept: %s\r\n\r\n",
              accept);
     CHECK(check(resp, accept) == HANDSHAKE_BAD_UPGRADE);
+
+    /* The subprotocol offered must be the one selected, exactly (its name is case-sensitive). */
+    CHECK(check_proto("Sec-WebSocket-Protocol: wshub.v1\r\n", accept) == HANDSHAKE_OK);
+    CHECK(check_proto("sec-websocket-protocol:wshub.v1  \r\n", accept) == HANDSHAKE_OK);
+    CHECK(check_proto("", accept) == HANDSHAKE_BAD_PROTOCOL);
+    CHECK(check_proto("Sec-WebSocket-Protocol: wshub.v2\r\n", accept) == HANDSHAKE_BAD_PROTOCOL);
+    CHECK(check_proto("Sec-WebSocket-Protocol: WSHUB.V1\r\n", accept) == HANDSHAKE_BAD_PROTOCOL);
+    CHECK(check_proto("Sec-WebSocket-Protocol: wshub.v1, x\r\n", accept) == HANDSHAKE_BAD_PROTOCOL);
     if (failures) {
         fprintf(stderr, "handshake_test: %d failures\n", failures);
         return 1;

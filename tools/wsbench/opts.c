@@ -6,6 +6,9 @@
  * what was actually used.
  */
 #include "opts.h"
+#include "channels.h"
+#include "deflate.h"
+#include "proto.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -148,6 +152,76 @@ static const char opts_manual[] =
     "        Time between a leave and the new connection. A close the server has not answered\n"
     "        by then is cut (counted). Default: 1s.\n"
     "\n"
+    "RESUME (hold and fanout; docs/protocol.md)\n"
+    "    --resume\n"
+    "        Speak wshub.v1: offer Sec-WebSocket-Protocol: wshub.v1 (the 101 must select it),\n"
+    "        parse every message's header (w welcome, m <seq>, g gap) and keep, per client,\n"
+    "        the epoch and the last sequence. A client whose connection ends for any reason\n"
+    "        before the end of the run (close frame, EOF, reset, bad frame) reconnects to\n"
+    "        --url with ?since=<last>&epoch=<epoch> and so on until it is welcomed again; the\n"
+    "        -n connections are then logical clients, each checked across all its\n"
+    "        connections: every broadcast the server acknowledged (the seq in each POST's\n"
+    "        answer, {\"seq\":N}) exactly once, sequence numbers strictly increasing, every\n"
+    "        welcome what was asked for. Gaps (g messages, welcomes saying expired or reset)\n"
+    "        are counted apart from loss: a broadcast missing inside an announced gap is\n"
+    "        `gapped`, one missing without notice is `lost`. In fanout mode a client is\n"
+    "        complete when its position reaches the highest acknowledged seq. Initial\n"
+    "        connections that fail are not retried (they count under connections.failed).\n"
+    "    --reconnect-quick DURATION\n"
+    "        After Close 1012 (rolling restart), wait uniformly 0..DURATION. Default: 100ms.\n"
+    "    --reconnect-min DURATION, --reconnect-max DURATION\n"
+    "        After any other end, and after each failed attempt: wait uniformly d/2..d with\n"
+    "        d = min(max, min * 2^failed attempts) (exponential backoff, jittered).\n"
+    "        Defaults: 250ms, 5s.\n"
+    "    --events FILE\n"
+    "        Append what each client went through to FILE as text lines, one per event,\n"
+    "        times in CLOCK_MONOTONIC nanoseconds (comparable with other processes' clocks):\n"
+    "          welcome CONN STATUS CAUSE CODE T_LOST T_ATTEMPT T_WELCOME ATTEMPTS\n"
+    "          fail CONN REASON T          (a reconnect attempt that failed)\n"
+    "          gap CONN FROM TO REASON T   (a g message, or an expired welcome: reason expired)\n"
+    "          dup CONN SEQ INDEX T        (a broadcast received twice)\n"
+    "          regress CONN POSITION SEQ T (a seq not above the client's position)\n"
+    "          missing CONN SEQ INDEX      (an acknowledged broadcast never received)\n"
+    "        CAUSE is restart (1012/1001), lost (no close frame) or other; CODE 1006 means no\n"
+    "        close frame. dup, regress and missing lines stop at 1000 per process.\n"
+    "\n"
+    "SLOW CONSUMERS\n"
+    "    --stalled F\n"
+    "        Share of the connections (0 <= F < 1, spread evenly) that never read after the\n"
+    "        handshake, with a 4 KiB receive buffer: clients that stopped reading. They are\n"
+    "        left out of `deliveries` and latency, which then describe the readers only.\n"
+    "        Default: 0.\n"
+    "\n"
+    "COMPRESSION (deflate.c)\n"
+    "    --deflate\n"
+    "        Offer permessage-deflate (RFC 7692) with server_no_context_takeover and\n"
+    "        client_no_context_takeover. When the 101 accepts it, compressed messages (RSV1)\n"
+    "        are inflated from their first bytes with one zlib stream per process (no state\n"
+    "        per connection); their exact size is then unknown, so bad_size skips them. A\n"
+    "        server answering without server_no_context_takeover fails the handshake\n"
+    "        (malformed). Without --deflate an RSV1 frame is a protocol error, as before.\n"
+    "    --pad json|x\n"
+    "        What pads a payload to its size: x (the default, 'xxx...', which any compressor\n"
+    "        squeezes to almost nothing) or json: an array of trade records with values drawn\n"
+    "        from the sequence number, {\"r\":...,\"s\":...,\"t\":...,\"d\":[{\"id\":..,\"sym\":..,\n"
+    "        \"px\":..,...},...],\"p\":\"x\"}, which compresses like real JSON (about 3x at\n"
+    "        zlib level 1).\n"
+    "\n"
+    "CHANNELS (hold and fanout; channels.c)\n"
+    "    --channels C\n"
+    "        Spread the subscribers over C channels: connection i subscribes to channel\n"
+    "        i mod C by connecting to --url with every {c} replaced by that number, and each\n"
+    "        broadcast is POSTed to --publish-url with {c} replaced by its channel. Both URLs\n"
+    "        must contain {c}, e.g. wshub: --url ws://H/ws/ch{c} (or /ws?channel=ch{c}) with\n"
+    "        --publish-url http://H/admin/broadcast?channel=ch{c}; Nchan: --url\n"
+    "        ws://H/sub/ch{c} with --publish-url http://H/pub/ch{c}. A subscriber then expects\n"
+    "        exactly the accepted broadcasts of its channel: lost, duplicated and out_of_order\n"
+    "        count within the channel, and a broadcast of another channel is wrong_channel.\n"
+    "        -r is the total rate over all channels. Not with --resume. Default: 0 (off).\n"
+    "    --channel-pick round-robin|random\n"
+    "        Which channel broadcast SEQ goes to: SEQ mod C, or a hash of --seed and SEQ\n"
+    "        (uneven per-channel loads, repeatable). Default: round-robin.\n"
+    "\n"
     "SERVER MEASUREMENTS\n"
     "    The server's processes are the union of the three options below, looked up again at\n"
     "    each sample (so respawned workers are found). Memory is Rss and Pss from\n"
@@ -167,6 +241,10 @@ static const char opts_manual[] =
     "    --timeout DURATION\n"
     "        Hard cap on the whole run; when reached the run is aborted and reported as such.\n"
     "        Default: 15m.\n"
+    "    --end-hold DURATION\n"
+    "        Keep every connection open this long after the run (hold or fanout), before the\n"
+    "        closing handshakes: a test can inspect the server meanwhile. SIGUSR1 ends it\n"
+    "        early. With -v, \"end hold\" is logged when it starts. Default: 0.\n"
     "    --cdf\n"
     "        Add latency_ms.cdf to the output: [upper edge in ms, fraction of deliveries at\n"
     "        or below it] for every non-empty histogram bucket (buckets are 1/64 of their\n"
@@ -182,9 +260,12 @@ static const char opts_manual[] =
     "    One JSON object (times in ms unless the key says _s):\n"
     "    params        the options in effect, auto values resolved.\n"
     "    connections   attempted, ok, failed {refused, timeout, reset, eof, status,\n"
-    "                  bad_accept, bad_upgrade, malformed, protocol, no_address, other},\n"
+    "                  bad_accept, bad_upgrade, malformed, subprotocol, protocol,\n"
+    "                  no_address, other},\n"
     "                  connect_s, survived (open at the end), dropped {close_frame, reset,\n"
     "                  eof, protocol, other}, pings_answered, server_closes_echoed,\n"
+    "                  data_after_server_close (data messages after the server's close\n"
+    "                  frame: a protocol violation, ignored),\n"
     "                  closed_clean_at_end.\n"
     "    publish       (fanout) sent, ok (2xx), failed, unanswered, status classes,\n"
     "                  achieved_rate, answer_ms (POST to its HTTP answer).\n"
@@ -193,6 +274,8 @@ static const char opts_manual[] =
     "    deliveries    (fanout) subscribers, expected (ok x subscribers), received, unique,\n"
     "                  lost, duplicated, out_of_order, foreign (not our payload), bad_size,\n"
     "                  fragmented. With churn, only the connections outside the pool.\n"
+    "                  With --channels: expected sums each subscriber's channel's accepted\n"
+    "                  broadcasts, and wrong_channel counts broadcasts of another channel.\n"
     "    delivered_per_sec   unique deliveries (churn sessions included) / (last receipt -\n"
     "                  first POST).\n"
     "    latency_ms    p50, p90, p99, p999, max, min, mean of receive time minus the send\n"
@@ -205,6 +288,20 @@ static const char opts_manual[] =
     "                  unique (fanout deliveries to pool connections), session_gaps (broadcasts\n"
     "                  missing between the first and the last one a session received),\n"
     "                  rejoin_ms (new connection: connect + handshake).\n"
+    "    resume        (with --resume) clients, ended {restart, lost, other}, closes {by\n"
+    "                  code; 1006 = no close frame}, attempts, attempts_failed_total,\n"
+    "                  attempts_failed {by reason}, reconnects (welcomed again), welcome\n"
+    "                  {resumed, expired, reset, fresh}, waiting_at_stop, bad_welcomes,\n"
+    "                  bad_envelopes, unknown_types, gap_messages, gap_reasons, gap_seqs,\n"
+    "                  gapped, unacknowledged_deliveries, mislabeled, regressed,\n"
+    "                  recovery_ms (loss to the resumed welcome: count, p50, p90, p99, max)\n"
+    "                  overall and by cause {restart, lost, other}.\n"
+    "                  deliveries.lost then counts acknowledged broadcasts a client never got\n"
+    "                  and was never told about; duplicated is exact (a bit per broadcast).\n"
+    "    stalled       (with --stalled) connections, ended_by_server.\n"
+    "    channels      (with --channels) count, pick, subscribers_per_channel {min, max},\n"
+    "                  accepted_per_channel {min, max} (2xx broadcasts of one channel),\n"
+    "                  accepted_per_sec (2xx broadcasts / send span: the sustained rate).\n"
     "    server        pids; memory before (connecting), after (all connected), end, each\n"
     "                  {processes, rss_kb, pss_kb}, per_connection_bytes (PSS delta / ok) and\n"
     "                  per_connection_rss_bytes; cpu_s {connect, phase, total,\n"
@@ -263,6 +360,17 @@ enum {
     OPT_CHURN_POOL,
     OPT_CHURN_AWAY,
     OPT_CDF,
+    OPT_RESUME,
+    OPT_RECONNECT_QUICK,
+    OPT_RECONNECT_MIN,
+    OPT_RECONNECT_MAX,
+    OPT_EVENTS,
+    OPT_STALLED,
+    OPT_END_HOLD,
+    OPT_DEFLATE,
+    OPT_PAD,
+    OPT_CHANNELS,
+    OPT_CHANNEL_PICK,
 };
 
 static const struct option opts_long[] = {
@@ -298,6 +406,17 @@ static const struct option opts_long[] = {
     {"churn-pool", required_argument, NULL, OPT_CHURN_POOL},
     {"churn-away", required_argument, NULL, OPT_CHURN_AWAY},
     {"cdf", no_argument, NULL, OPT_CDF},
+    {"resume", no_argument, NULL, OPT_RESUME},
+    {"reconnect-quick", required_argument, NULL, OPT_RECONNECT_QUICK},
+    {"reconnect-min", required_argument, NULL, OPT_RECONNECT_MIN},
+    {"reconnect-max", required_argument, NULL, OPT_RECONNECT_MAX},
+    {"events", required_argument, NULL, OPT_EVENTS},
+    {"stalled", required_argument, NULL, OPT_STALLED},
+    {"end-hold", required_argument, NULL, OPT_END_HOLD},
+    {"deflate", no_argument, NULL, OPT_DEFLATE},
+    {"pad", required_argument, NULL, OPT_PAD},
+    {"channels", required_argument, NULL, OPT_CHANNELS},
+    {"channel-pick", required_argument, NULL, OPT_CHANNEL_PICK},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -456,6 +575,9 @@ static void opts_defaults(struct opts *o)
     strcpy(o->pub_content_type, "text/plain");
     o->churn_pool = 0.1;
     o->churn_away_ns = 1000000000LL;
+    o->reconnect_quick_ns = 100 * 1000000LL;
+    o->reconnect_min_ns = 250 * 1000000LL;
+    o->reconnect_max_ns = 5 * 1000000000LL;
     inet_pton(AF_INET, "127.0.0.1", &o->source_base);
 }
 
@@ -551,6 +673,42 @@ static int opts_apply(struct opts *o, int c, const char *name, const char *v)
     case OPT_CDF:
         o->cdf = 1;
         return 0;
+    case OPT_RESUME:
+        o->resume = 1;
+        return 0;
+    case OPT_RECONNECT_QUICK:
+        return opts_duration(name, v, &o->reconnect_quick_ns);
+    case OPT_RECONNECT_MIN:
+        return opts_duration(name, v, &o->reconnect_min_ns);
+    case OPT_RECONNECT_MAX:
+        return opts_duration(name, v, &o->reconnect_max_ns);
+    case OPT_EVENTS:
+        o->events_path = v;
+        return 0;
+    case OPT_STALLED:
+        if (opts_double(name, v, &o->stalled) < 0)
+            return -1;
+        return o->stalled < 1 ? 0 : opts_bad(name, v, "expected 0 <= F < 1");
+    case OPT_END_HOLD:
+        return opts_duration(name, v, &o->end_hold_ns);
+    case OPT_DEFLATE:
+        o->deflate = 1;
+        return opts_header(name, DEFLATE_OFFER, o->ws_headers, &o->n_ws_headers);
+    case OPT_PAD:
+        if (strcmp(v, "json") != 0 && strcmp(v, "x") != 0)
+            return opts_bad(name, v, "expected json or x");
+        o->pad_json = strcmp(v, "json") == 0;
+        return 0;
+    case OPT_CHANNELS:
+        return opts_u32(name, v, 0, CHAN_MAX, &o->channels);
+    case OPT_CHANNEL_PICK:
+        if (strcmp(v, "round-robin") == 0)
+            o->channel_pick = OPTS_CHANNEL_PICK_ROUND_ROBIN;
+        else if (strcmp(v, "random") == 0)
+            o->channel_pick = OPTS_CHANNEL_PICK_RANDOM;
+        else
+            return opts_bad(name, v, "expected round-robin or random");
+        return 0;
     default:
         return -1;
     }
@@ -566,6 +724,15 @@ static uint32_t opts_read_port_range(void)
         fclose(f);
     }
     return hi - lo + 1;
+}
+
+/* --ws-header lines that already name a subprotocol. */
+static int n_ws_protocol_headers(const struct opts *o)
+{
+    int n = 0;
+    for (int i = 0; i < o->n_ws_headers; i++)
+        n += strncasecmp(o->ws_headers[i], "Sec-WebSocket-Protocol:", 23) == 0;
+    return n;
 }
 
 /* Fills the automatic values and checks limits that need the machine. */
@@ -605,11 +772,32 @@ static int opts_resolve(struct opts *o)
         o->source_addrs = 1;
     if (!o->seed_given && getrandom(&o->seed, sizeof(o->seed), 0) != sizeof(o->seed))
         o->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    if (o->resume && o->churn > 0) {
+        fprintf(stderr, "wsbench: --resume and --churn do not combine (a resuming client "
+                        "comes back by itself)\n");
+        return -1;
+    }
+    if (o->resume && o->messages > OPTS_RESUME_MAX_MESSAGES) {
+        fprintf(stderr, "wsbench: --resume tracks every broadcast per client: at most %u\n",
+                OPTS_RESUME_MAX_MESSAGES);
+        return -1;
+    }
+    if (o->reconnect_min_ns <= 0 || o->reconnect_max_ns < o->reconnect_min_ns) {
+        fprintf(stderr, "wsbench: need 0 < --reconnect-min <= --reconnect-max\n");
+        return -1;
+    }
+    if (o->resume && n_ws_protocol_headers(o) == 0) {
+        if (o->n_ws_headers >= OPTS_MAX_HEADERS) {
+            fprintf(stderr, "wsbench: too many --ws-header for --resume's own\n");
+            return -1;
+        }
+        o->ws_headers[o->n_ws_headers++] = "Sec-WebSocket-Protocol: " PROTO_NAME;
+    }
     if (o->size_max != 0 && o->size_max < o->size) {
         fprintf(stderr, "wsbench: --size-max %u is below --size %u\n", o->size_max, o->size);
         return -1;
     }
-    return 0;
+    return chan_resolve(o);
 }
 
 int opts_parse(struct opts *o, int argc, char **argv)

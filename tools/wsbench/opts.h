@@ -8,13 +8,17 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define OPTS_MAX_HEADERS 16
-#define OPTS_MAX_PIDS    64
+#define OPTS_MAX_HEADERS         16
+#define OPTS_MAX_PIDS            64
+#define OPTS_RESUME_MAX_MESSAGES (1u << 20) /* --resume keeps a bit per broadcast per client */
 
 enum opts_mode { OPTS_MODE_HOLD = 0, OPTS_MODE_FANOUT };
 
 /* When broadcasts are due: every 1/rate seconds, or a Poisson process of the same mean rate. */
 enum opts_arrivals { OPTS_ARRIVALS_FIXED = 0, OPTS_ARRIVALS_POISSON };
+
+/* --channel-pick: which channel each broadcast goes to (channels.c). */
+enum opts_channel_pick { OPTS_CHANNEL_PICK_ROUND_ROBIN = 0, OPTS_CHANNEL_PICK_RANDOM };
 
 /* A parsed ws:// or http:// URL; only IPv4 literal or resolvable hosts. */
 struct opts_endpoint {
@@ -62,7 +66,17 @@ struct opts {
     pid_t server_tree;          /* 0 = none */
     const char *server_pattern; /* NULL = none */
     int verbose;
-    int cdf; /* --cdf: print the latency distribution */
+    int cdf;    /* --cdf: print the latency distribution */
+    int resume; /* --resume: wshub.v1, reconnect and resume (client_resume.c) */
+    int64_t reconnect_quick_ns;
+    int64_t reconnect_min_ns, reconnect_max_ns;
+    const char *events_path; /* --events; NULL = none */
+    double stalled;          /* --stalled: share of connections that never read */
+    int64_t end_hold_ns;     /* --end-hold */
+    int deflate;             /* --deflate: offer permessage-deflate (deflate.c) */
+    int pad_json;            /* --pad json: payloads padded with JSON records (deflate.c) */
+    uint32_t channels;       /* --channels: subscribers spread over C channels; 0 = off */
+    enum opts_channel_pick channel_pick; /* --channel-pick (channels.c) */
     /* derived */
     uint32_t port_range; /* ephemeral ports per source address, from the sysctl */
     uint64_t fd_limit;   /* RLIMIT_NOFILE hard limit */

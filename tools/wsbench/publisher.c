@@ -7,6 +7,10 @@
  * write that carries it; subscribers in other processes read the same clock. Poisson gaps and
  * payload sizes come from --seed through splitmix64, so a run can be repeated exactly and a
  * subscriber can recompute the size each broadcast must have.
+ *
+ * With --resume the answers' bodies matter: wshub answers a broadcast with {"seq":N}, and the
+ * first bytes of each body are kept to read it, so the clients can be told exactly which
+ * sequence numbers the server acknowledged.
  */
 #include "publisher.h"
 
@@ -23,11 +27,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "channels.h"
 #include "client.h"
+#include "deflate.h"
 #include "log.h"
 
-#define PUB_SLOTS    80 /* two per lane (current + retiring) plus spares */
-#define PUB_IN_BYTES 16384
+#define PUB_SLOTS     80 /* two per lane (current + retiring) plus spares */
+#define PUB_IN_BYTES  16384
+#define PUB_BODY_KEEP 64 /* answer body bytes kept, for {"seq":N} */
 
 enum pub_conn_state { PC_FREE = 0, PC_CONNECTING, PC_OPEN };
 
@@ -43,7 +50,10 @@ struct pub_conn {
     char *out;         /* requests not yet taken by the socket */
     size_t out_off, out_len, out_cap;
     int64_t *sent_at; /* FIFO of send times of unanswered requests */
+    uint32_t *idx_at; /* ... and their broadcast indices, in the same slots */
     uint32_t q_head, q_count;
+    uint32_t body_len; /* answer body bytes kept */
+    char body[PUB_BODY_KEEP + 1];
     int rstate;      /* enum pub_read_state */
     uint64_t left;   /* body or chunk bytes still to skip */
     int status;      /* of the answer being read */
@@ -135,7 +145,18 @@ struct publisher *publisher_create(const struct opts *o, int epfd, uint64_t tag_
     for (int i = 0; i < 32; i++)
         p->active[i] = -1;
     hist_init(&p->st.answer);
-    if (p->req == NULL) {
+    if (o->resume) {
+        p->st.acked_seq = malloc((o->messages ? o->messages : 1) * sizeof(uint64_t));
+        for (uint32_t i = 0; p->st.acked_seq != NULL && i < o->messages; i++)
+            p->st.acked_seq[i] = UINT64_MAX;
+    }
+    if (o->channels > 0)
+        p->st.chan_ok = calloc(o->channels, sizeof(uint32_t));
+    if (p->req == NULL || (o->resume && p->st.acked_seq == NULL) ||
+        (o->channels > 0 && p->st.chan_ok == NULL)) {
+        free(p->req);
+        free(p->st.acked_seq);
+        free(p->st.chan_ok);
         free(p);
         return NULL;
     }
@@ -151,6 +172,7 @@ static void pub_close(struct publisher *p, struct pub_conn *pc)
         p->active[pc->lane] = -1;
     free(pc->out);
     free(pc->sent_at);
+    free(pc->idx_at);
     memset(pc, 0, sizeof(*pc));
     pc->fd = -1;
 }
@@ -161,6 +183,8 @@ void publisher_destroy(struct publisher *p)
         return;
     publisher_abandon(p);
     free(p->req);
+    free(p->st.acked_seq);
+    free(p->st.chan_ok);
     free(p);
 }
 
@@ -191,8 +215,9 @@ static int pub_open(struct publisher *p, int lane)
     }
     struct pub_conn *pc = &p->conns[slot];
     pc->sent_at = calloc(p->o->pub_max_requests, sizeof(int64_t));
+    pc->idx_at = calloc(p->o->pub_max_requests, sizeof(uint32_t));
     pc->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (pc->sent_at == NULL || pc->fd < 0) {
+    if (pc->sent_at == NULL || pc->idx_at == NULL || pc->fd < 0) {
         log_error(errno, "socket() for the publisher failed");
         pub_close(p, pc);
         return -1;
@@ -259,15 +284,19 @@ static size_t pub_request(struct publisher *p, uint64_t seq, int last, int64_t n
     const struct opts *o = p->o;
     uint32_t size = publisher_size_for(o, seq);
     size_t body_cap = size > 80 ? size : 80;
-    size_t head = (size_t)snprintf(
-        p->req, p->req_cap, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n%s", o->pub.path,
-        o->pub.host_header, o->pub_content_type, last ? "Connection: close\r\n" : "");
+    char cpath[sizeof(o->pub.path)];
+    const char *path = chan_pub_path(o, seq, cpath, sizeof(cpath)); /* {c}: checked to fit */
+    size_t head = (size_t)snprintf(p->req, p->req_cap,
+                                   "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n%s",
+                                   path != NULL ? path : o->pub.path, o->pub.host_header,
+                                   o->pub_content_type, last ? "Connection: close\r\n" : "");
     for (int i = 0; i < o->n_pub_headers; i++)
         head += (size_t)snprintf(p->req + head, p->req_cap - head, "%s\r\n", o->pub_headers[i]);
     /* The body goes after a Content-Length line whose width we do not know yet: build it at
      * the end of the buffer and move it. */
     char *body = p->req + p->req_cap - body_cap - 1;
-    size_t blen = publisher_payload(body, size, p->run_id, seq, now);
+    size_t blen = o->pad_json ? deflate_json_payload(body, size, p->run_id, seq, now)
+                              : publisher_payload(body, size, p->run_id, seq, now);
     head += (size_t)snprintf(p->req + head, p->req_cap - head, "Content-Length: %zu\r\n\r\n", blen);
     memmove(p->req + head, body, blen);
     return head + blen;
@@ -304,6 +333,7 @@ static void pub_send(struct publisher *p, uint64_t seq)
         return;
     }
     pc->sent_at[(pc->q_head + pc->q_count) % p->o->pub_max_requests] = now;
+    pc->idx_at[(pc->q_head + pc->q_count) % p->o->pub_max_requests] = (uint32_t)seq;
     pc->q_count++;
     pc->requests++;
     pc->retiring = last;
@@ -363,10 +393,41 @@ void publisher_tick(struct publisher *p, int64_t now)
 
 /* One whole answer has been read: match it to the oldest request. Returns -1 if the connection
  * was closed because of it. */
+/* The seq in an answer body such as {"seq":42}, or -1. */
+static int pub_body_seq(const char *body, uint64_t *seq)
+{
+    const char *k = strstr(body, "\"seq\":");
+    char *end;
+    if (k == NULL)
+        return -1;
+    k += 6;
+    while (*k == ' ')
+        k++;
+    if (*k < '0' || *k > '9')
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(k, &end, 10);
+    if (errno != 0 || end == k)
+        return -1;
+    *seq = v;
+    return 0;
+}
+
 static int pub_answered(struct publisher *p, struct pub_conn *pc, int64_t now)
 {
     int cls = pc->status / 100;
+    pc->body[pc->body_len] = '\0';
     if (pc->q_count > 0) {
+        uint64_t seq;
+        uint32_t idx = pc->idx_at[pc->q_head];
+        if (cls == 2 && p->st.acked_seq != NULL && idx < p->o->messages) {
+            if (pub_body_seq(pc->body, &seq) == 0 && seq != UINT64_MAX)
+                p->st.acked_seq[idx] = seq;
+            else
+                p->st.seq_missing++;
+        }
+        if (cls == 2 && p->st.chan_ok != NULL && idx < p->o->messages)
+            p->st.chan_ok[chan_of(p->o, idx)]++;
         hist_record(&p->st.answer, now - pc->sent_at[pc->q_head]);
         pc->q_head = (pc->q_head + 1) % p->o->pub_max_requests;
         pc->q_count--;
@@ -417,6 +478,7 @@ static int pub_read_head(struct pub_conn *pc, size_t *pos)
         return 0;
     if (sscanf(h, "HTTP/1.%*d %3d", &pc->status) != 1)
         return -1;
+    pc->body_len = 0;
     *pos = (size_t)(blank + 4 - pc->in);
     v = pub_header(h, blank + 2, "Connection");
     pc->close_after = v != NULL && strncasecmp(v, "close", 5) == 0;
@@ -443,6 +505,9 @@ static int pub_skip(struct pub_conn *pc, size_t *pos)
 {
     size_t avail = pc->in_len - *pos;
     size_t take = pc->left < avail ? (size_t)pc->left : avail;
+    size_t keep = PUB_BODY_KEEP - pc->body_len < take ? PUB_BODY_KEEP - pc->body_len : take;
+    memcpy(pc->body + pc->body_len, pc->in + *pos, keep); /* chunk CRLFs too: harmless */
+    pc->body_len += (uint32_t)keep;
     *pos += take;
     pc->left -= take;
     return pc->left == 0;

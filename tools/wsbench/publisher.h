@@ -31,6 +31,9 @@ struct publisher_stats {
     double gap_sum_ms, gap_sq_ms;        /* gaps between consecutive POSTs, for mean and cv */
     int64_t schedule_span_ns;            /* last broadcast's due time minus the first's */
     struct hist answer;                  /* time from write to answer */
+    uint64_t *acked_seq;  /* --resume: per broadcast, the seq of its 2xx answer, or UINT64_MAX */
+    uint64_t seq_missing; /* --resume: 2xx answers without a {"seq":N} */
+    uint32_t *chan_ok;    /* --channels: per channel, 2xx answers (channels.c); else NULL */
 };
 
 /* Creates the publisher; connections are opened lazily. epoll data for its sockets is

@@ -98,6 +98,39 @@ static uint64_t report_unique_all(const struct run *r)
     return r->total.unique + r->total.churn_unique;
 }
 
+static void add_u64(uint64_t *into, const uint64_t *from, int n)
+{
+    for (int i = 0; i < n; i++)
+        into[i] += from[i];
+}
+
+static void report_merge_resume(struct wire_result *t, const struct wire_result *w)
+{
+    t->resume_clients += w->resume_clients;
+    add_u64(t->resume_lost, w->resume_lost, WIRE_CAUSES);
+    add_u64(t->resume_closes, w->resume_closes, WIRE_CLOSE_CODES);
+    t->resume_attempts += w->resume_attempts;
+    add_u64(t->resume_failed, w->resume_failed, WIRE_FAIL_COUNT);
+    add_u64(t->resume_welcome, w->resume_welcome, PROTO_STATUS_N);
+    t->resume_waiting_at_stop += w->resume_waiting_at_stop;
+    t->welcomes += w->welcomes;
+    t->bad_welcome += w->bad_welcome;
+    t->bad_envelope += w->bad_envelope;
+    t->unknown_type += w->unknown_type;
+    t->gap_messages += w->gap_messages;
+    add_u64(t->gap_reasons, w->gap_reasons, PROTO_GAP_N);
+    t->gap_seqs += w->gap_seqs;
+    t->gapped += w->gapped;
+    t->unacked += w->unacked;
+    t->mislabeled += w->mislabeled;
+    t->regressed += w->regressed;
+    t->stalled += w->stalled;
+    t->stalled_ended += w->stalled_ended;
+    hist_merge(&t->recovery, &w->recovery);
+    for (int k = 0; k < WIRE_CAUSES; k++)
+        hist_merge(&t->recovery_cause[k], &w->recovery_cause[k]);
+}
+
 void report_merge(struct run *r, const struct wire_result *w, const int64_t *msg_max)
 {
     struct wire_result *t = &r->total;
@@ -121,6 +154,7 @@ void report_merge(struct run *r, const struct wire_result *w, const int64_t *msg
     t->pings += w->pings;
     t->pongs_sent += w->pongs_sent;
     t->closes_echoed += w->closes_echoed;
+    t->data_after_close += w->data_after_close;
     t->closed_clean += w->closed_clean;
     if (w->first_recv_ns != 0 && (t->first_recv_ns == 0 || w->first_recv_ns < t->first_recv_ns))
         t->first_recv_ns = w->first_recv_ns;
@@ -136,7 +170,10 @@ void report_merge(struct run *r, const struct wire_result *w, const int64_t *msg
     t->churn_received += w->churn_received;
     t->churn_unique += w->churn_unique;
     t->churn_gaps += w->churn_gaps;
+    t->chan_expected += w->chan_expected;
+    t->chan_wrong += w->chan_wrong;
     hist_merge(&t->churn_rejoin, &w->churn_rejoin);
+    report_merge_resume(t, w);
     t->cpu_total_s += w->cpu_total_s;
     t->cpu_phase_s += w->cpu_phase_s;
     if (w->window_ns > 0) {
@@ -242,6 +279,14 @@ static void report_params(struct json *j, const struct run *r)
     }
     json_u64(j, "seed", o->seed);
     json_num(j, "churn", o->churn, 3);
+    json_bool(j, "resume", o->resume);
+    if (o->resume) {
+        json_num(j, "reconnect_quick_s", (double)o->reconnect_quick_ns / 1e9, 3);
+        json_num(j, "reconnect_min_s", (double)o->reconnect_min_ns / 1e9, 3);
+        json_num(j, "reconnect_max_s", (double)o->reconnect_max_ns / 1e9, 3);
+    }
+    json_num(j, "stalled", o->stalled, 4);
+    json_u64(j, "channels", o->channels);
     if (o->churn > 0) {
         json_num(j, "churn_pool", o->churn_pool, 4);
         json_num(j, "churn_away_s", (double)o->churn_away_ns / 1e9, 3);
@@ -271,6 +316,7 @@ static void report_connections(struct json *j, const struct run *r)
     json_close(j, '}');
     json_u64(j, "pings_answered", t->pongs_sent);
     json_u64(j, "server_closes_echoed", t->closes_echoed);
+    json_u64(j, "data_after_server_close", t->data_after_close);
     json_u64(j, "closed_clean_at_end", t->closed_clean);
     json_close(j, '}');
 }
@@ -315,7 +361,7 @@ static void report_deliveries(struct json *j, const struct run *r)
     const struct publisher_stats *p = r->pub;
     json_open(j, "deliveries", '{');
     json_u64(j, "subscribers", t->subscribed);
-    json_u64(j, "expected", p->ok * t->subscribed);
+    json_u64(j, "expected", r->o->channels > 0 ? t->chan_expected : p->ok * t->subscribed);
     json_u64(j, "received", t->received);
     json_u64(j, "unique", t->unique);
     json_u64(j, "lost", t->lost);
@@ -324,6 +370,8 @@ static void report_deliveries(struct json *j, const struct run *r)
     json_u64(j, "foreign", t->foreign);
     json_u64(j, "bad_size", t->bad_size);
     json_u64(j, "fragmented", t->fragmented);
+    if (r->o->channels > 0)
+        json_u64(j, "wrong_channel", t->chan_wrong);
     json_close(j, '}');
     double span = (double)(t->last_recv_ns - p->first_send_ns) / 1e9;
     json_num(j, "delivered_per_sec",
@@ -357,6 +405,92 @@ static void report_churn(struct json *j, const struct run *r)
         json_u64(j, "session_gaps", t->churn_gaps);
     }
     report_latency(j, "rejoin_ms", &t->churn_rejoin, 0);
+    json_close(j, '}');
+}
+
+static uint64_t report_sum(const uint64_t *v, int n)
+{
+    uint64_t s = 0;
+    for (int i = 0; i < n; i++)
+        s += v[i];
+    return s;
+}
+
+static void report_resume(struct json *j, const struct run *r)
+{
+    const struct wire_result *t = &r->total;
+    json_open(j, "resume", '{');
+    json_u64(j, "clients", t->resume_clients);
+    json_open(j, "ended", '{');
+    for (int i = 0; i < WIRE_CAUSES; i++)
+        json_u64(j, wire_cause_names[i], t->resume_lost[i]);
+    json_close(j, '}');
+    json_open(j, "closes", '{');
+    for (int i = 0; i < WIRE_CLOSE_CODES; i++)
+        json_u64(j, wire_close_names[i], t->resume_closes[i]);
+    json_close(j, '}');
+    json_u64(j, "attempts", t->resume_attempts);
+    json_u64(j, "attempts_failed_total", report_sum(t->resume_failed, WIRE_FAIL_COUNT));
+    json_open(j, "attempts_failed", '{');
+    for (int i = 0; i < WIRE_FAIL_COUNT; i++)
+        json_u64(j, wire_fail_names[i], t->resume_failed[i]);
+    json_close(j, '}');
+    json_u64(j, "reconnects", report_sum(t->resume_welcome, PROTO_STATUS_N));
+    json_open(j, "welcome", '{');
+    for (int i = 0; i < PROTO_STATUS_N; i++)
+        json_u64(j, proto_status_names[i], t->resume_welcome[i]);
+    json_close(j, '}');
+    json_u64(j, "welcomes_total", t->welcomes);
+    json_u64(j, "waiting_at_stop", t->resume_waiting_at_stop);
+    json_u64(j, "bad_welcomes", t->bad_welcome);
+    json_u64(j, "bad_envelopes", t->bad_envelope);
+    json_u64(j, "unknown_types", t->unknown_type);
+    json_u64(j, "gap_messages", t->gap_messages);
+    json_open(j, "gap_reasons", '{');
+    for (int i = 0; i < PROTO_GAP_N; i++)
+        json_u64(j, proto_gap_names[i], t->gap_reasons[i]);
+    json_close(j, '}');
+    json_u64(j, "gap_seqs", t->gap_seqs);
+    json_u64(j, "gapped", t->gapped);
+    json_u64(j, "unacknowledged_deliveries", t->unacked);
+    json_u64(j, "mislabeled", t->mislabeled);
+    json_u64(j, "regressed", t->regressed);
+    if (r->pub != NULL)
+        json_u64(j, "acked_without_seq", r->pub->seq_missing);
+    report_latency(j, "recovery_ms", &t->recovery, 0);
+    json_open(j, "recovery_by_cause_ms", '{');
+    for (int i = 0; i < WIRE_CAUSES; i++)
+        report_latency(j, wire_cause_names[i], &t->recovery_cause[i], 0);
+    json_close(j, '}');
+    json_close(j, '}');
+}
+
+/* --channels: the plan and how evenly the accepted broadcasts fell on the channels. */
+static void report_channels(struct json *j, const struct run *r)
+{
+    const struct opts *o = r->o;
+    const struct publisher_stats *p = r->pub;
+    uint32_t lo = UINT32_MAX, hi = 0;
+
+    json_open(j, "channels", '{');
+    json_u64(j, "count", o->channels);
+    json_str(j, "pick", o->channel_pick == OPTS_CHANNEL_PICK_RANDOM ? "random" : "round-robin");
+    json_open(j, "subscribers_per_channel", '{');
+    json_u64(j, "min", o->connections / o->channels);
+    json_u64(j, "max", (o->connections + o->channels - 1) / o->channels);
+    json_close(j, '}');
+    if (p != NULL && p->chan_ok != NULL) {
+        for (uint32_t k = 0; k < o->channels; k++) {
+            lo = p->chan_ok[k] < lo ? p->chan_ok[k] : lo;
+            hi = p->chan_ok[k] > hi ? p->chan_ok[k] : hi;
+        }
+        json_open(j, "accepted_per_channel", '{');
+        json_u64(j, "min", lo);
+        json_u64(j, "max", hi);
+        json_close(j, '}');
+        double span = (double)(p->last_send_ns - p->first_send_ns) / 1e9;
+        json_num(j, "accepted_per_sec", p->ok > 1 && span > 0 ? (double)(p->ok - 1) / span : 0, 2);
+    }
     json_close(j, '}');
 }
 
@@ -483,6 +617,16 @@ void report_print(const struct run *r, FILE *out)
     }
     if (r->o->churn > 0)
         report_churn(&j, r);
+    if (r->o->resume)
+        report_resume(&j, r);
+    if (r->o->channels > 0)
+        report_channels(&j, r);
+    if (r->o->stalled > 0) {
+        json_open(&j, "stalled", '{');
+        json_u64(&j, "connections", r->total.stalled);
+        json_u64(&j, "ended_by_server", r->total.stalled_ended);
+        json_close(&j, '}');
+    }
     json_num(&j, "phase_s", (double)(r->t_phase_end - r->t_phase_start) / 1e9, 3);
     json_num(&j, "wall_s", (double)(r->t_end - r->t_start) / 1e9, 3);
     report_server(&j, r);

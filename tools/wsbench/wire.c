@@ -5,9 +5,23 @@
 #include <unistd.h>
 
 const char *const wire_fail_names[WIRE_FAIL_COUNT] = {
-    "refused",     "timeout",   "reset",    "eof",        "status", "bad_accept",
-    "bad_upgrade", "malformed", "protocol", "no_address", "other",
+    "refused",     "timeout",   "reset",       "eof",      "status",     "bad_accept",
+    "bad_upgrade", "malformed", "subprotocol", "protocol", "no_address", "other",
 };
+
+/* 1006 stands for "no close frame" (RFC 6455 7.1.5); 1005 for a close frame without a code. */
+const uint16_t wire_close_codes[WIRE_CLOSE_CODES - 1] = {1000, 1001, 1005, 1006, 1008, 1012, 1013};
+const char *const wire_close_names[WIRE_CLOSE_CODES] = {"1000", "1001", "1005", "1006",
+                                                        "1008", "1012", "1013", "other"};
+const char *const wire_cause_names[WIRE_CAUSES] = {"restart", "lost", "other"};
+
+unsigned wire_close_slot(uint16_t code)
+{
+    for (unsigned i = 0; i < WIRE_CLOSE_CODES - 1; i++)
+        if (wire_close_codes[i] == code)
+            return i;
+    return WIRE_CLOSE_CODES - 1;
+}
 
 const char *const wire_drop_names[WIRE_DROP_COUNT] = {
     "close_frame", "reset", "eof", "protocol", "other",

@@ -10,6 +10,8 @@
  *     | ---- READY (connect phase over) ----> |   all READY: sample server memory
  *     | <--- START ---------------------------|   hold, or settle + publish
  *     | <--- EXPECT n (accepted broadcasts) --|   fanout: after the POSTs are answered
+ *     |      [+ --messages uint64_t seqs]     |   --resume: the server's seq of each, or ~0
+ *     |      [+ --channels uint32_t counts]   |   --channels: accepted per channel
  *     | ---- COMPLETE (all n received) -----> |
  *     | <--- STOP ----------------------------|   hold over / all COMPLETE / drain timeout
  *     | ---- RESULT + per-broadcast maxima -> |   then the child closes and exits
@@ -21,6 +23,7 @@
 #include <stdint.h>
 
 #include "hist.h"
+#include "proto.h"
 
 /* Why a connection attempt failed. Names in wire.c, in this order, are the JSON keys. */
 enum wire_fail {
@@ -32,6 +35,7 @@ enum wire_fail {
     WIRE_FAIL_BAD_ACCEPT,  /* Sec-WebSocket-Accept missing or wrong */
     WIRE_FAIL_BAD_UPGRADE, /* Upgrade / Connection headers missing or wrong */
     WIRE_FAIL_MALFORMED,   /* response not parseable or too large */
+    WIRE_FAIL_SUBPROTOCOL, /* --resume: Sec-WebSocket-Protocol is not the wshub.v1 we offered */
     WIRE_FAIL_PROTOCOL,    /* bad frame right after the handshake */
     WIRE_FAIL_NO_ADDRESS,  /* EADDRNOTAVAIL / EADDRINUSE: ports exhausted */
     WIRE_FAIL_OTHER,       /* anything else (logged) */
@@ -50,6 +54,11 @@ enum wire_drop {
 
 extern const char *const wire_fail_names[WIRE_FAIL_COUNT];
 extern const char *const wire_drop_names[WIRE_DROP_COUNT];
+
+/* --resume: close codes counted one by one (wire_close_codes; the last slot is "other"), and
+ * the causes of a lost connection (enum resume_cause in client_int.h, wire_cause_names). */
+#define WIRE_CLOSE_CODES 8
+#define WIRE_CAUSES      3
 
 enum wire_cmd_kind { WIRE_CMD_START = 1, WIRE_CMD_EXPECT, WIRE_CMD_STOP };
 
@@ -91,7 +100,8 @@ struct wire_result {
     uint64_t duplicated, out_of_order, foreign, bad_size;
     uint64_t fragmented; /* our messages that came in more than one frame */
     uint64_t pings, pongs_sent, closes_echoed;
-    uint64_t closed_clean;               /* at the end: server answered our close */
+    uint64_t data_after_close; /* data messages after the server's close frame (ignored) */
+    uint64_t closed_clean;     /* at the end: server answered our close */
     int64_t first_recv_ns, last_recv_ns; /* CLOCK_MONOTONIC, 0 if nothing received */
     double cpu_total_s;                  /* getrusage(SELF) at exit */
     double cpu_phase_s;                  /* from START to COMPLETE (or STOP) */
@@ -107,8 +117,39 @@ struct wire_result {
     uint64_t churn_received, churn_unique;  /* fanout deliveries to pool connections */
     uint64_t churn_gaps;                    /* missing inside a session's received range */
     struct hist churn_rejoin;               /* connect + handshake of new connections */
+    /* --resume (client_resume.c): logical clients that reconnect and resume */
+    uint64_t resume_clients;                  /* connections that became logical clients */
+    uint64_t resume_lost[WIRE_CAUSES];        /* connections ended, by enum resume_cause */
+    uint64_t resume_closes[WIRE_CLOSE_CODES]; /* by close code: see wire_close_names */
+    uint64_t resume_attempts;                 /* reconnect attempts started */
+    uint64_t resume_failed[WIRE_FAIL_COUNT];  /* reconnect attempts that failed, by reason */
+    uint64_t resume_welcome[PROTO_STATUS_N];  /* reconnect welcomes by status (fresh = wrong) */
+    uint64_t resume_waiting_at_stop;          /* logical clients not connected at STOP */
+    uint64_t welcomes;                        /* every welcome, first connections included */
+    uint64_t bad_welcome;  /* welcome missing, repeated, or not matching what was asked */
+    uint64_t bad_envelope; /* message header not parseable (proto.c) */
+    uint64_t unknown_type; /* message types this client does not know (ignored) */
+    uint64_t gap_messages; /* g messages */
+    uint64_t gap_reasons[PROTO_GAP_N];
+    uint64_t gap_seqs;      /* sequence numbers covered by g messages and expired welcomes */
+    uint64_t gapped;        /* acknowledged broadcasts missing but announced by a gap or reset */
+    uint64_t unacked;       /* deliveries of broadcasts the server did not acknowledge */
+    uint64_t mislabeled;    /* one broadcast delivered under two seqs, or not its acked seq */
+    uint64_t regressed;     /* m seq not above the client's position (duplicate or reordering) */
+    uint64_t stalled;       /* --stalled connections (never read) */
+    uint64_t stalled_ended; /* ... of which the server ended before STOP */
+    /* --channels (channels.c) */
+    uint64_t chan_expected; /* sum over subscribed connections of their channel's accepted */
+    uint64_t chan_wrong;    /* broadcasts of another channel than the connection's */
+    struct hist recovery;   /* connection lost -> welcome of the resumed one, every cause */
+    struct hist recovery_cause[WIRE_CAUSES];
     struct hist latency;
 };
+
+extern const uint16_t wire_close_codes[WIRE_CLOSE_CODES - 1];
+extern const char *const wire_close_names[WIRE_CLOSE_CODES];
+extern const char *const wire_cause_names[WIRE_CAUSES];
+unsigned wire_close_slot(uint16_t code);
 
 /* Writes or reads exactly len bytes, retrying on EINTR. Return 0, or -1 (errno set; EPIPE or
  * 0-byte EOF reported as -1 with errno = EPIPE). */

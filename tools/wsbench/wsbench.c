@@ -7,7 +7,8 @@
  * samples the server again, sends STOP, merges the results and prints the report (report.c).
  * Every wait has a deadline, and --timeout caps the whole run: a stuck server or client can
  * delay the report but never prevent it. SIGINT/SIGTERM only set a flag; the loop then stops
- * the run and still reports.
+ * the run and still reports. With --end-hold the connections stay open a while after the run,
+ * for a test to look at the server; SIGUSR1 (a flag too) ends that wait.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,12 +54,18 @@ struct parent {
     struct run run;
 };
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, hold_cut;
 
 static void on_stop_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
+}
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    hold_cut = 1;
 }
 
 static int64_t now_ns(void)
@@ -138,15 +145,24 @@ static int watch_children(struct parent *p)
     return 0;
 }
 
-static void send_command(struct parent *p, uint32_t kind, int64_t arg)
+/* Sends a command, followed by `extra` bytes when given (EXPECT's seqs under --resume). A
+ * child reads the whole command before anything else, so a large trailer cannot deadlock. */
+static void send_command_with(struct parent *p, uint32_t kind, int64_t arg, const void *extra,
+                              size_t extra_len)
 {
     struct wire_cmd cmd = {.kind = kind, .arg = arg};
     for (uint32_t i = 0; i < p->o.processes; i++) {
         if (p->kids[i].rep_fd < 0)
             continue;
-        if (wire_write_all(p->kids[i].cmd_fd, &cmd, sizeof(cmd)) < 0)
+        if (wire_write_all(p->kids[i].cmd_fd, &cmd, sizeof(cmd)) < 0 ||
+            (extra_len > 0 && wire_write_all(p->kids[i].cmd_fd, extra, extra_len) < 0))
             log_warn(errno, "write(command pipe of client %u) failed", i);
     }
+}
+
+static void send_command(struct parent *p, uint32_t kind, int64_t arg)
+{
+    send_command_with(p, kind, arg, NULL, 0);
 }
 
 static void child_gone(struct parent *p, struct child *k)
@@ -286,6 +302,11 @@ static int no_clients(const struct parent *p)
     return p->n_gone >= p->o.processes;
 }
 
+static int hold_over(const struct parent *p)
+{
+    return hold_cut || no_clients(p);
+}
+
 static void sample_server(struct parent *p, struct procstat_sample *s)
 {
     if (procstat_sample(&p->o, s) < 0)
@@ -305,6 +326,7 @@ static int run_fanout(struct parent *p)
         return -1;
     }
     p->run.pub = publisher_stats(p->pub);
+    log_info("publishing %u broadcasts at %g/s", o->messages, o->rate);
     publisher_start(p->pub, now_ns());
     /* Answers get until the last broadcast is due plus the drain timeout. */
     int64_t last_due = publisher_last_due(p->pub);
@@ -317,7 +339,16 @@ static int run_fanout(struct parent *p)
     publisher_abandon(p->pub);
     log_info("published %llu, accepted %llu", (unsigned long long)p->run.pub->sent,
              (unsigned long long)p->run.pub->ok);
-    send_command(p, WIRE_CMD_EXPECT, (int64_t)p->run.pub->ok);
+    const struct publisher_stats *ps = p->run.pub;
+    if (o->resume && ps->seq_missing > 0)
+        log_warn(0, "%llu accepted broadcasts had no seq in their answer: not expected",
+                 (unsigned long long)ps->seq_missing);
+    if (o->channels > 0) /* --channels: what each channel's subscribers must have */
+        send_command_with(p, WIRE_CMD_EXPECT, (int64_t)ps->ok, ps->chan_ok,
+                          (size_t)o->channels * sizeof(uint32_t));
+    else
+        send_command_with(p, WIRE_CMD_EXPECT, (int64_t)ps->ok, ps->acked_seq,
+                          o->resume ? (size_t)o->messages * sizeof(uint64_t) : 0);
     rc = wait_until(p, now_ns() + o->drain_timeout_ns, all_complete);
     if (rc == 1)
         log_warn(0, "not every subscriber had every broadcast after the drain timeout");
@@ -360,6 +391,9 @@ static void setup_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    struct sigaction su = {.sa_handler = on_usr1};
+    sigemptyset(&su.sa_mask);
+    sigaction(SIGUSR1, &su, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -385,6 +419,13 @@ static int run_phases(struct parent *p)
     r->parent_phase_cpu_s = self_cpu_s() - cpu0;
     procstat_host(&r->host_busy[1], &r->host_total[1]);
     sample_server(p, &r->end);
+    if (rc == 0 && p->o.end_hold_ns > 0) {
+        log_info("end hold: connections stay open up to %.1f s (SIGUSR1 ends it)",
+                 (double)p->o.end_hold_ns / 1e9);
+        if (wait_until(p, now_ns() + p->o.end_hold_ns, hold_over) < 0)
+            rc = -1;
+        log_info("end hold over");
+    }
     return rc;
 }
 
@@ -412,6 +453,9 @@ int main(int argc, char **argv)
     }
     hist_init(&r->total.latency);
     hist_init(&r->total.churn_rejoin);
+    hist_init(&r->total.recovery);
+    for (int k = 0; k < WIRE_CAUSES; k++)
+        hist_init(&r->total.recovery_cause[k]);
     if (procstat_sample(&p.o, &r->before) < 0)
         return 2;
     r->after = r->end = r->before;

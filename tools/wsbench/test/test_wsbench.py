@@ -7,8 +7,10 @@ ports the kernel picks, so tests never collide with other runs.
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -381,3 +383,133 @@ def test_cdf_is_the_whole_distribution(server):
     edge = next(x for x, f in cdf if f >= 0.5)
     assert lat["p50"] <= edge <= lat["p50"] * 1.04 + 0.002
     assert "cdf" not in fanout(srv, 5, 5)["latency_ms"]
+
+
+# ---- --resume: wshub.v1, reconnect and resume (wsserver.py --v1) ----
+
+def resume_fanout(srv, n, m, *extra, expect_rc=0):
+    return fanout(srv, n, m, "--resume", "--reconnect-min", "20ms", "--reconnect-max", "200ms",
+                  "--reconnect-quick", "20ms", *extra, expect_rc=expect_rc)
+
+
+def resume_clean(r):
+    """Nothing the client may hold against the server."""
+    assert (r["bad_welcomes"], r["bad_envelopes"], r["mislabeled"], r["regressed"]) == \
+        (0, 0, 0, 0), r
+    assert r["waiting_at_stop"] == 0 and r["acked_without_seq"] == 0
+
+
+def test_resume_through_a_rolling_restart_and_a_cut(server, tmp_path):
+    # Every client gets 1012 after broadcast 10; every other one is cut after broadcast 25
+    # (no close frame, as when a worker is killed). All resume without loss or duplicate, and
+    # the seqs (1000, 1003, ...) come from the POST answers, not from the payloads.
+    srv = server("--v1", "--close-1012-at", "10", "--cut-at", "25")
+    events = tmp_path / "events.txt"
+    out = resume_fanout(srv, 40, 40, "--events", events)
+    no_failures(out)
+    d, r = out["deliveries"], out["resume"]
+    assert d["subscribers"] == 40 and d["expected"] == 1600
+    assert d["unique"] == 1600 and d["lost"] == 0 and d["duplicated"] == 0
+    assert d["out_of_order"] == 0
+    resume_clean(r)
+    assert r["clients"] == 40 and r["gapped"] == 0 and r["gap_messages"] == 0
+    assert r["closes"]["1012"] == 40 and r["closes"]["1006"] == 20
+    assert r["ended"] == {"restart": 40, "lost": 20, "other": 0}
+    assert r["reconnects"] == 60 == r["welcome"]["resumed"] and r["attempts_failed_total"] == 0
+    assert r["welcomes_total"] == 100
+    assert r["recovery_by_cause_ms"]["restart"]["count"] == 40
+    assert r["recovery_by_cause_ms"]["lost"]["count"] == 20
+    assert r["recovery_ms"]["count"] == 60 and 0 < r["recovery_ms"]["p50"] <= r["recovery_ms"]["max"]
+    # 1012: 0..20 ms jitter; lost: 10..20 ms (min 20 ms, halved) -- plus the handshake
+    assert r["recovery_by_cause_ms"]["restart"]["max"] < 500
+    assert 9 < r["recovery_by_cause_ms"]["lost"]["min"]
+    st = srv.stats()
+    assert st["v1_resumed"] == 60 and st["v1_cut"] == 20 and st["handshakes"] == 100
+    lines = events.read_text().splitlines()
+    welcomes = [l.split() for l in lines if l.startswith("welcome ")]
+    assert len(welcomes) == 60 and all(w[2] == "resumed" for w in welcomes)
+    assert sorted(w[3] for w in welcomes).count("lost") == 20
+    for w in welcomes:     # t_lost <= t_attempt <= t_welcome
+        assert int(w[5]) <= int(w[6]) <= int(w[7])
+
+
+def test_resume_counts_loss_duplicate_and_gap_apart(server, tmp_path):
+    srv = server("--v1", "--v1-skip", "5", "--v1-dup", "6", "--v1-gap", "7")
+    events = tmp_path / "events.txt"
+    out = resume_fanout(srv, 10, 12, "--events", events)
+    d, r = out["deliveries"], out["resume"]
+    assert d["lost"] == 1 and d["duplicated"] == 1 and d["unique"] == 118
+    assert r["gapped"] == 1 and r["gap_messages"] == 1 and r["gap_reasons"]["skipped"] == 1
+    assert r["gap_seqs"] == 1
+    # the duplicate arrived under a seq not above the position: regressed, not out of order
+    assert r["regressed"] == 1 and d["out_of_order"] == 0 and r["mislabeled"] == 0
+    # One client (whichever reached the server first) saw it all: broadcast 5 had seq
+    # 1000 + 3*5, and so on.
+    text = events.read_text()
+    victim = re.search(r"^missing (\d+) 1015 5$", text, re.M).group(1)
+    assert re.search(r"^dup %s 1018 6 \d+$" % victim, text, re.M)
+    assert re.search(r"^gap %s 1021 1021 skipped \d+$" % victim, text, re.M)
+    assert re.search(r"^regress %s 1018 1018 \d+$" % victim, text, re.M)
+
+
+def test_resume_after_expiry_is_a_gap_not_a_loss(server):
+    # The server keeps 3 broadcasts and refuses upgrades for 0.6 s after the cut: the cut
+    # clients back off, come back too late and are told `expired`; what they missed is gapped.
+    srv = server("--v1", "--retain", "3", "--cut-at", "10", "--refuse-for", "0.6")
+    out = fanout(srv, 10, 150, "--resume", "-r", 100, "--reconnect-min", "100ms",
+                 "--reconnect-max", "400ms")
+    d, r = out["deliveries"], out["resume"]
+    assert r["ended"]["lost"] == 5
+    assert r["attempts_failed"]["status"] >= 5 == srv.stats()["v1_expired"]
+    assert r["welcome"]["expired"] == 5 and r["welcome"]["resumed"] == 0
+    assert d["lost"] == 0 and d["duplicated"] == 0 and r["gapped"] > 5 * 20
+    assert r["gapped"] + d["unique"] == 10 * 150
+    assert r["gap_seqs"] >= r["gapped"] and r["bad_welcomes"] == 0
+    assert r["recovery_by_cause_ms"]["lost"]["min"] > 500
+
+
+def test_data_after_the_servers_close_is_ignored_and_counted(server):
+    # The server closes every client with 1012 after broadcast 3 and, wrongly, keeps sending.
+    srv = server("--v1", "--close-1012-at", "3", "--data-after-close")
+    out = resume_fanout(srv, 10, 20)
+    assert out["connections"]["data_after_server_close"] > 0
+    d, r = out["deliveries"], out["resume"]
+    assert d["lost"] == 0 and d["duplicated"] == 0 and r["bad_welcomes"] == 0
+    assert d["unique"] == 200 and r["reconnects"] == 10
+
+
+def test_resume_wrong_welcome_and_missing_subprotocol(server):
+    srv = server("--v1", "--v1-bad-welcome", "--close-1012-at", "3")
+    r = resume_fanout(srv, 5, 10)["resume"]
+    assert r["bad_welcomes"] == 5 and r["welcome"]["resumed"] == 5
+    srv = server("--v1", "--v1-no-protocol")
+    out = wsbench("hold", "--url", srv.ws_url, "-n", 5, "--hold", "0", "--resume")
+    assert out["connections"]["failed"]["subprotocol"] == 5
+
+
+def test_stalled_readers_are_left_out_of_deliveries(server):
+    srv = server()
+    out = fanout(srv, 50, 20, "--stalled", 0.2, "-s", 2000)
+    d = out["deliveries"]
+    assert out["stalled"] == {"connections": 10, "ended_by_server": 0}
+    assert d["subscribers"] == 40 and d["received"] == 800 and d["lost"] == 0
+    assert out["connections"]["survived"] == 50
+
+
+def test_end_hold_until_sigusr1(server):
+    srv = server()
+    p = subprocess.Popen([WSBENCH, "hold", "--url", srv.ws_url, "-n", "20", "--hold", "0",
+                          "--end-hold", "60s", "-v"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if "end hold:" in line:
+                break
+        assert srv.stats()["open"] == 20
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGUSR1)
+        out = json.loads(p.stdout.read())
+        assert p.wait(10) == 0 and time.monotonic() - t0 < 5
+    finally:
+        p.kill()
+    assert out["connections"]["survived"] == 20

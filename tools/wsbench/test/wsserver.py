@@ -12,6 +12,12 @@ Two implementations of the WebSocket side behind one HTTP publish port:
   --impl lib  the Debian `websockets` package's server, an independent implementation that
               checks wsbench's handshake and framing and pings on its own (it closes a
               connection whose pong does not come back).
+--v1 (raw only) speaks wshub.v1 as docs/protocol.md specifies: a welcome, `m <seq>` headers,
+resume from ?since=&epoch= out of a ring of the last --retain broadcasts (expired / reset
+otherwise), seqs that start at 1000 and step by 3 (not contiguous, as wshub's may be), and POST
+answers {"seq":N}. Its faults: every connection closed with 1012 or cut without a close frame
+after broadcast N, handshakes refused with 503 for a while after a cut, and for the victim a
+broadcast skipped silently, sent twice, replaced by a gap notice, or a wrong welcome.
 HTTP on the publish port: POST /pub broadcasts the body (the Nth POST is broadcast N, from 0);
 GET /stats returns counters as JSON. Prints one JSON line {"ws_port", "pub_port", "pid"} on
 stdout once listening, and runs until killed.
@@ -33,8 +39,10 @@ STATS = {
     "bad_frames": 0, "close_frames_sent": 0, "close_echo_ok": 0, "close_echo_bad": 0,
     "client_closes": 0, "peers": [], "posts": 0, "open": 0,
     "post_min": None, "post_max": None, "late_dropped": 0,
+    "v1_resumed": 0, "v1_expired": 0, "v1_refused": 0, "v1_cut": 0,
 }
 PEERS = set()
+V1 = "wshub.v1"
 
 
 def frame(opcode, payload, fin=True):
@@ -101,10 +109,26 @@ class RawConn:
             self.send_message(self.held, a.swap)
             self.held = None
 
+    def deliver_v1(self, seq, body, n):
+        """One broadcast under wshub.v1, with the victim's faults."""
+        a = self.server.args
+        victim = self.index == 0
+        if victim and n == a.v1_skip:
+            return
+        if victim and n == a.v1_gap:
+            self.send(frame(0x1, b"g %d %d skipped\n" % (seq, seq)))
+            return
+        msg = b"m %d\n" % seq + body
+        self.send(frame(0x1, msg))
+        if victim and n == a.v1_dup:
+            self.send(frame(0x1, msg))
+
     def close(self, code):
         self.close_sent = code
         STATS["close_frames_sent"] += 1
         self.send(frame(0x8, struct.pack("!H", code) + b"bye"))
+        if not self.server.args.data_after_close and self in self.server.conns:
+            self.server.conns.remove(self)   # RFC 6455 5.5.1: no data after a close frame
 
     async def read_frames(self):
         r = self.reader
@@ -149,6 +173,31 @@ class Server:
         self.conns = []         # raw: RawConn; lib: websockets connections
         self.next_index = 0
         self.posts = 0
+        self.epoch = os.urandom(8).hex()
+        self.ring = []          # wshub.v1: (seq, body) of the last --retain broadcasts
+        self.next_seq = 1000
+        self.refuse_until = 0.0
+
+    def v1_welcome(self, path):
+        """The welcome for a request path and the (seq, body) to replay after it."""
+        from urllib.parse import parse_qs, urlsplit
+        q = parse_qs(urlsplit(path).query)
+        last = self.next_seq - 3
+        if "since" not in q:
+            return b"w %s %d fresh\n" % (self.epoch.encode(), last), []
+        since = int(q["since"][0])
+        epoch = q.get("epoch", [self.epoch])[0]
+        oldest = self.ring[0][0] if self.ring else self.next_seq
+        if epoch != self.epoch or since > last:
+            return b"w %s %d reset\n" % (self.epoch.encode(), last), []
+        if since < oldest - 3:
+            STATS["v1_expired"] += 1
+            return b"w %s %d expired\n" % (self.epoch.encode(), last), []
+        if self.args.v1_bad_welcome:
+            since += 1
+        STATS["v1_resumed"] += 1
+        return (b"w %s %d resumed\n" % (self.epoch.encode(), since),
+                [(q_, b) for q_, b in self.ring if q_ > since])
 
     # ---- raw WebSocket side ----
     async def raw_client(self, reader, writer):
@@ -163,22 +212,40 @@ class Server:
             await reader.read()     # say nothing until the client gives up
             writer.close()
             return
-        key = b""
+        key, protocols = b"", b""
+        path = head.split(b" ", 2)[1].decode()
         for line in head.split(b"\r\n"):
             if line.lower().startswith(b"sec-websocket-key:"):
                 key = line.split(b":", 1)[1].strip()
-        if self.args.status != 101:
-            writer.write(b"HTTP/1.1 %d Nope\r\nContent-Length: 0\r\n\r\n" % self.args.status)
+            if line.lower().startswith(b"sec-websocket-protocol:"):
+                protocols = line.split(b":", 1)[1].strip()
+        status = self.args.status
+        if self.args.v1 and asyncio.get_running_loop().time() < self.refuse_until:
+            status = 503
+            STATS["v1_refused"] += 1
+        if self.args.v1 and protocols != V1.encode():
+            status = 400    # wshub refuses an offer it does not know; this one wants exactly v1
+        if status != 101:
+            writer.write(b"HTTP/1.1 %d Nope\r\nContent-Length: 0\r\n\r\n" % status)
             await writer.drain()
             writer.close()
             return
         src = b"not-the-key" if self.args.bad_accept else key
         accept = base64.b64encode(hashlib.sha1(src + GUID).digest())
+        proto = b""
+        if self.args.v1 and not self.args.v1_no_protocol:
+            proto = b"Sec-WebSocket-Protocol: " + V1.encode() + b"\r\n"
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                     b"Connection: Upgrade\r\n" + proto + b"Sec-WebSocket-Accept: " + accept +
+                     b"\r\n\r\n")
         STATS["handshakes"] += 1
         conn = RawConn(self, reader, writer, self.next_index)
         self.next_index += 1
+        if self.args.v1:
+            welcome, replay = self.v1_welcome(path)
+            conn.send(frame(0x1, welcome))
+            for seq, body in replay:
+                conn.send(frame(0x1, b"m %d\n" % seq + body))
         self.conns.append(conn)
         STATS["open"] += 1
         if self.args.close_after is not None:
@@ -189,7 +256,8 @@ class Server:
             pass
         finally:
             STATS["open"] -= 1
-            self.conns.remove(conn)
+            if conn in self.conns:
+                self.conns.remove(conn)
             writer.close()
 
     # ---- websockets-library side ----
@@ -219,6 +287,24 @@ class Server:
         if n == self.args.pub_fail:
             return 500
         STATS["broadcasts"] += 1
+        if self.args.v1:
+            seq = self.next_seq
+            self.next_seq += 3
+            self.ring = (self.ring + [(seq, body)])[-self.args.retain:]
+            if n == self.args.close_1012_at and self.args.data_after_close:
+                for c in list(self.conns):   # the close goes out before broadcast n, wrongly
+                    c.close(1012)
+            for c in list(self.conns):
+                c.deliver_v1(seq, body, n)
+            if n == self.args.close_1012_at and not self.args.data_after_close:
+                for c in list(self.conns):
+                    c.close(1012)
+            if n == self.args.cut_at:
+                for c in list(self.conns)[::2]:     # every other connection, no close frame
+                    STATS["v1_cut"] += 1
+                    c.writer.transport.abort()
+                self.refuse_until = asyncio.get_running_loop().time() + self.args.refuse_for
+            return 200, b'{"seq":%d}' % seq
         if self.args.impl == "raw":
             for c in list(self.conns):
                 c.deliver(body, n)
@@ -238,6 +324,8 @@ class Server:
                 body = await reader.readexactly(int(hdrs.get("content-length", "0")))
                 if method == "POST" and path == "/pub":
                     status, out = self.publish(body), b"ok"
+                    if isinstance(status, tuple):
+                        status, out = status
                 elif method == "GET" and path == "/stats":
                     STATS["peers"] = sorted(PEERS)
                     status, out = 200, json.dumps(STATS).encode()
@@ -280,6 +368,25 @@ async def main():
                     help="send close 1001 this many seconds after each handshake")
     ap.add_argument("--chunked", action="store_true", help="chunked HTTP answers")
     ap.add_argument("--lib-ping-interval", type=float, default=None)
+    ap.add_argument("--data-after-close", action="store_true",
+                    help="keep broadcasting to a connection after sending it a close frame "
+                    "(v1: the 1012 of --close-1012-at goes out before broadcast N)")
+    ap.add_argument("--v1", action="store_true", help="speak wshub.v1 (raw only)")
+    ap.add_argument("--retain", type=int, default=1000, help="v1: broadcasts kept for resume")
+    ap.add_argument("--close-1012-at", type=int, default=-1,
+                    help="v1: after broadcast N, close every connection with 1012")
+    ap.add_argument("--cut-at", type=int, default=-1,
+                    help="v1: after broadcast N, cut every other connection (no close frame)")
+    ap.add_argument("--refuse-for", type=float, default=0.0,
+                    help="v1: answer upgrades with 503 this many seconds after the cut")
+    ap.add_argument("--v1-skip", type=int, default=-1, help="v1: the victim misses broadcast N")
+    ap.add_argument("--v1-dup", type=int, default=-1, help="v1: the victim gets N twice")
+    ap.add_argument("--v1-gap", type=int, default=-1,
+                    help="v1: the victim gets a gap notice instead of broadcast N")
+    ap.add_argument("--v1-bad-welcome", action="store_true",
+                    help="v1: resumed welcomes name the wrong position")
+    ap.add_argument("--v1-no-protocol", action="store_true",
+                    help="v1: the 101 does not select wshub.v1")
     args = ap.parse_args()
 
     srv = Server(args)
