@@ -4,6 +4,7 @@
 #   make asan       the same with AddressSanitizer + UBSan into build-asan/
 #   make test       unit tests, then the integration suite against real processes
 #   make test-asan  the same suite against the sanitizer build
+#   make fuzz       each libFuzzer harness (fuzz/) for FUZZ_SECONDS (60); clang, ASan + UBSan
 #   make run        install missing Debian packages, build, start the stack behind nginx
 #   make format     clang-format every C file in place
 #   make bench      the standard workloads (bench/bench.py) -> bench/results/; QUICK=1: reduced set
@@ -21,7 +22,7 @@ CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 SAN     ?=
 
-PKGS      := libwebsockets fcgi zlib openssl hiredis libjwt
+PKGS      := libwebsockets fcgi zlib openssl hiredis libjwt jansson
 PKG_CHECK := $(shell pkg-config --exists $(PKGS) || echo missing)
 ifeq ($(PKG_CHECK),missing)
   $(error missing -dev packages: run scripts/deps.sh (or make run) first)
@@ -43,18 +44,27 @@ LWS_LIBS    := $(shell pkg-config --libs libwebsockets)
 EV_LIBS     := $(shell pkg-config --libs libev 2>/dev/null || echo -lev)
 FCGI_CFLAGS := $(shell pkg-config --cflags fcgi)
 FCGI_LIBS   := $(shell pkg-config --libs fcgi)
+# The worker's token checks and TLS (ws-worker/worker_auth*.c, worker_claims.c, worker_tls.c).
+SEC_CFLAGS  := $(shell pkg-config --cflags libjwt jansson libssl libcrypto)
+SEC_LIBS    := $(shell pkg-config --libs libjwt jansson libssl libcrypto)
+# permessage-deflate (ws-worker/worker_deflate.c) calls zlib itself.
+Z_LIBS      := $(shell pkg-config --libs zlib)
 
-COMMON_SRC := common/log.c common/conf.c common/http_status.c
+COMMON_SRC := common/log.c common/conf.c common/http_status.c common/siphash.c
 SHM_SRC    := shm/shm.c shm/ring.c shm/conntab.c shm/doorbell.c shm/stats.c
 # The Redis bridge (docs/redis-bridge.md): producers' side in the library, hiredis in the hub only.
 SHM_SRC    += shm/bridge.c
+# Admission control (docs/security.md): connections per address / per user across workers.
+SHM_SRC    += shm/connlimit.c
 HIREDIS_CFLAGS := $(shell pkg-config --cflags hiredis)
 HIREDIS_LIBS   := $(shell pkg-config --libs hiredis)
 HUB_SRC    := $(wildcard hub/*.c)
-WORKER_SRC := $(wildcard ws-worker/*.c)
+WORKER_SRC := $(filter-out %_test.c,$(wildcard ws-worker/*.c))
 ADMIN_SRC  := $(filter-out %_test.c,$(wildcard admin-cgi/*.c))
 UNIT_TESTS := $(patsubst shm/%.c,$(BUILD)/tests/%,$(wildcard shm/*_test.c)) \
               $(patsubst admin-cgi/%.c,$(BUILD)/tests/%,$(wildcard admin-cgi/*_test.c))
+# The RFC 6455 frame validator (docs/rfc6455.md), checked against admin-cgi's UTF-8 validator.
+UNIT_TESTS += $(BUILD)/tests/worker_rfc6455_test
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -73,7 +83,7 @@ $(BUILD)/wshub: $(call obj,$(HUB_SRC)) $(BUILD)/libwshub.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_RT)
 
 $(BUILD)/wshub-worker: $(call obj,$(WORKER_SRC)) $(BUILD)/libwshub.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LWS_LIBS) $(EV_LIBS) $(LDLIBS_RT)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LWS_LIBS) $(EV_LIBS) $(SEC_LIBS) $(Z_LIBS) $(LDLIBS_RT)
 
 $(BUILD)/wshub-admin: $(call obj,$(ADMIN_SRC)) $(BUILD)/libwshub.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(FCGI_LIBS) $(LDLIBS_RT)
@@ -111,12 +121,18 @@ $(BUILD)/tests/%: $(BUILD)/shm/%.o $(BUILD)/libwshub.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_RT)
 
+$(BUILD)/tests/worker_rfc6455_test: $(BUILD)/ws-worker/worker_rfc6455_test.o \
+                                    $(BUILD)/ws-worker/worker_rfc6455_rx.o \
+                                    $(BUILD)/admin-cgi/admin_utf8.o
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^
+
 # admin-cgi unit tests link only the module they test.
 $(BUILD)/tests/admin_%_test: $(BUILD)/admin-cgi/admin_%_test.o $(BUILD)/admin-cgi/admin_%.o
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^
 
-$(BUILD)/ws-worker/%.o: CFLAGS += $(LWS_CFLAGS)
+$(BUILD)/ws-worker/%.o: CFLAGS += $(LWS_CFLAGS) $(SEC_CFLAGS)
 $(BUILD)/hub/%.o: CFLAGS += $(HIREDIS_CFLAGS)
 $(BUILD)/wshub: LDLIBS_RT += $(HIREDIS_LIBS)
 $(BUILD)/admin-cgi/%.o: CFLAGS += $(FCGI_CFLAGS)
@@ -132,9 +148,10 @@ test: all
 	$(MAKE) --no-print-directory test-unit test-integration
 
 test-unit: $(UNIT_TESTS)
-	@for t in $(UNIT_TESTS); do echo "== $$t"; $$t || exit 1; done
+	@for t in $(UNIT_TESTS) $(FUZZ_REPLAYS); do echo "== $$t"; $$t || exit 1; done
 
-test-integration: $(BINS)
+# wsbench: tests/test_chaos.py drives its 2,000 resuming clients.
+test-integration: $(BINS) wsbench
 	WSHUB_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -x tests
 
 test-asan: asan
@@ -181,5 +198,8 @@ clean:
 
 # wshubctl, make install / uninstall / deb.
 include packaging/install.mk
+
+# make fuzz, and the corpus replays that test-unit runs (fuzz/README.md).
+include fuzz/fuzz.mk
 
 -include $(shell find $(BUILD) -type f -name '*.d' 2>/dev/null)

@@ -7,15 +7,17 @@
  * apply admin_socket_mode and admin_socket_group.
  *
  * Threads follow libfcgi's examples/threaded.c: conf.admin_threads threads, each with its own
- * FCGX_Request, accept under one mutex so one thread at a time waits on the socket. Before
- * calling FCGX_Accept_r() the waiting thread poll()s the socket together with stop_fd, an
- * eventfd that becomes readable on SIGTERM, and the listening socket is made non-blocking:
- * libfcgi calls accept() again by itself after a connection that sent nothing usable, and
- * another process sharing the socket may take a connection first, so a blocking accept() could
- * sit there past SIGTERM. EAGAIN just sends the thread back to poll(). No signal has to
- * interrupt libfcgi (whose own shutdown flag would also fail the reads of requests in flight).
- * A connection the web server keeps open (FCGI_KEEP_CONN) is polled the same way by the thread
- * that owns it, without the mutex. (Accepted sockets do not inherit O_NONBLOCK on Linux.)
+ * FCGX_Request, accept under one mutex so one thread at a time waits on the socket. The waiting
+ * thread poll()s the socket together with stop_fd, an eventfd that becomes readable on SIGTERM,
+ * and accepts itself (the listening socket is non-blocking: another process sharing it may take
+ * a connection first; EAGAIN just sends the thread back to poll()). It then gives the
+ * connection its timeouts (admin_request_timeout) and lets FCGX_Accept_r() read the request
+ * from it, outside the mutex, so a peer that connects and sends nothing (or trickles) holds one
+ * thread for at most that long, never the whole process (thread_next_request). No signal has
+ * to interrupt libfcgi (whose own shutdown flag would also fail the reads of requests in
+ * flight). A connection the web server keeps open (FCGI_KEEP_CONN) is polled the same way by
+ * the thread that owns it, without the mutex. (Accepted sockets inherit neither O_NONBLOCK nor,
+ * for Unix sockets, the timeouts, on Linux.)
  *
  * Signals are blocked in every thread and taken by the main thread with sigwait(): TERM/INT
  * stop (threads finish their current request, then exit; bounded by shutdown_timeout), USR1/HUP
@@ -38,7 +40,10 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,11 +84,13 @@ static void admin_usage(FILE *out)
             "\n"
             "The wshub admin FastCGI program. Routes (on REQUEST_URI):\n"
             "  GET    /admin/                          the stats page (page.js, page.css)\n"
-            "  POST   /admin/broadcast[?channel=NAME]  body = message; 202 {\"seq\":N}\n"
+            "  POST   /admin/broadcast[?channel=a,b][&user=u]  body = message; 202 {\"seq\":N}\n"
             "  GET    /admin/stats.json                hub, ring, connections, workers\n"
             "  GET    /admin/connections[?user=&limit=&offset=]  connection table rows\n"
             "  DELETE /admin/connections/ID[?code=N]   close one connection (default 1008)\n"
             "  POST   /admin/workers/restart           ask the hub for a rolling restart\n"
+            "  GET    /admin/channels[?limit=N]        channels, subscribers, messages/s\n"
+            "  GET    /admin/channels/NAME/presence    users and connections of one channel\n"
             "  GET    /metrics                         Prometheus text format\n"
             "  GET    /healthz                         200 when the hub and all workers run\n"
             "\n"
@@ -185,6 +192,21 @@ static int set_nonblocking(int fd)
     return 0;
 }
 
+/* Request timeout: SO_RCVTIMEO and SO_SNDTIMEO on an accepted connection, so each read and write
+ * libfcgi makes on it gives up after `ms`: a peer that sends nothing, stops sending mid-request
+ * or stops reading our answer costs its thread that long, not forever (libfcgi then drops the
+ * connection). */
+static int set_io_timeouts(int fd, uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+        log_error(errno, "setsockopt(SO_RCVTIMEO/SO_SNDTIMEO, %u ms) failed", ms);
+        return -1;
+    }
+    return 0;
+}
+
 /* Opens conf.admin_socket. Returns the fd and sets *created for a Unix socket path. */
 static int admin_open_socket(const struct conf *c, int *created)
 {
@@ -244,55 +266,122 @@ static int wait_readable(int fd, int stop_fd)
     }
 }
 
-/* Waits for and accepts the next request. Returns 1 when one is ready, 0 to stop, -1 when
- * there was nothing to accept after all (call again). */
+/* FCGI_WEB_SERVER_ADDRS, as libfcgi's own accept honours it: for a TCP admin socket, the
+ * comma-separated IPv4 addresses allowed to connect (unset: any). */
+static int peer_allowed(const struct sockaddr_storage *ss)
+{
+    const char *list = getenv("FCGI_WEB_SERVER_ADDRS");
+    char ip[INET_ADDRSTRLEN];
+    if (list == NULL || ss->ss_family != AF_INET)
+        return 1;
+    if (inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, ip, sizeof(ip)) == NULL)
+        return 0;
+    size_t n = strlen(ip);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, ip, n) == 0)
+            return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+/* Accepts one connection under the accept lock. Returns the fd, -1 when there was nothing to
+ * take (another thread or process was quicker; call again), -2 to stop, -3 on a fatal error. */
+static int accept_connection(struct admin_ctx *ctx)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int fd = -1;
+    pthread_mutex_lock(&admin_accept_lock);
+    int ready = wait_readable(ctx->listen_fd, ctx->stop_fd);
+    if (ready > 0)
+        fd = accept4(ctx->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+    int e = errno;
+    pthread_mutex_unlock(&admin_accept_lock);
+    if (ready == 0)
+        return -2;
+    if (ready < 0 || (fd < 0 && (e == EBADF || e == ENOTSOCK || e == EINVAL))) {
+        log_error(ready < 0 ? 0 : e, "accept4() failed on the listening socket, stopping");
+        return -3;
+    }
+    if (fd < 0) {
+        if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED) {
+            log_error(e, "accept4() failed");
+            struct timespec pause = {0, 100 * 1000 * 1000}; /* e.g. EMFILE: do not spin */
+            nanosleep(&pause, NULL);
+        }
+        return -1;
+    }
+    if (!peer_allowed(&ss) || set_io_timeouts(fd, ctx->conf.admin_request_timeout_ms) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Waits for and reads the next request. Returns 1 when one is ready, 0 to stop, -1 when there
+ * was nothing usable after all (call again).
+ *
+ * We accept the connection ourselves rather than letting FCGX_Accept_r() do it, for two
+ * reasons: the accept lock is held for the accept only, not while libfcgi reads the request
+ * (a peer that connects and sends nothing would otherwise stop every thread), and the socket
+ * gets its SO_RCVTIMEO/SO_SNDTIMEO before the first read (Unix sockets do not inherit them from
+ * the listener). FCGX_Accept_r() then reads from thr->fcgi.ipcFd as from a kept connection;
+ * keepConnection = 1 stops its opening FCGX_Finish_r() from closing that fd. The request was
+ * initialised with no listening socket (-1), so libfcgi never accepts by itself: when a
+ * connection fails it returns an error, which here only means "next one". */
 static int thread_next_request(struct admin_thread *thr)
 {
     struct admin_ctx *ctx = thr->ctx;
-    int kept = thr->fcgi.ipcFd >= 0; /* the web server kept the connection (FCGI_KEEP_CONN) */
-    int ready, rc = -1;
-    if (!kept)
-        pthread_mutex_lock(&admin_accept_lock);
-    ready = wait_readable(kept ? thr->fcgi.ipcFd : ctx->listen_fd, ctx->stop_fd);
-    if (ready > 0)
-        rc = FCGX_Accept_r(&thr->fcgi);
-    if (!kept)
-        pthread_mutex_unlock(&admin_accept_lock);
-    if (ready == 0)
-        return 0;
-    if (rc >= 0)
-        return 1;
-    if (rc == -EAGAIN || rc == -EWOULDBLOCK)
-        return -1; /* someone else took the connection, or it was not a FastCGI request */
-    if (ready < 0 || rc == -EBADF || rc == -ENOTSOCK || rc == -EINVAL) {
-        if (ready > 0)
-            log_error(-rc, "FCGX_Accept_r() failed on the listening socket, stopping");
-        atomic_store(&admin_fatal, 1); /* exit 1: whoever started us may respawn us */
-        kill(getpid(), SIGTERM);
-        return 0;
+    if (thr->fcgi.ipcFd < 0) {
+        int fd = accept_connection(ctx);
+        if (fd < 0) {
+            if (fd == -3) {
+                atomic_store(&admin_fatal, 1); /* exit 1: whoever started us may respawn us */
+                kill(getpid(), SIGTERM);
+            }
+            return fd == -1 ? -1 : 0;
+        }
+        thr->fcgi.ipcFd = fd;
+        thr->fcgi.keepConnection = 1;
+    } else if (wait_readable(thr->fcgi.ipcFd, ctx->stop_fd) <= 0) {
+        return 0; /* stopping (or a poll error, logged) */
     }
-    log_error(rc < 0 && rc > -4096 ? -rc : 0, "FCGX_Accept_r() failed (%d)", rc);
-    struct timespec pause = {0, 100 * 1000 * 1000}; /* e.g. EMFILE: do not spin */
-    nanosleep(&pause, NULL);
-    return -1;
+    if (FCGX_Accept_r(&thr->fcgi) >= 0)
+        return 1;
+    if (thr->fcgi.ipcFd >= 0) { /* cannot happen: libfcgi closes a failed connection */
+        close(thr->fcgi.ipcFd);
+        thr->fcgi.ipcFd = -1;
+    }
+    return -1; /* the peer went away, timed out or spoke no FastCGI */
 }
 
 /* On a kept connection the next request follows this one's body: a handler that answered
  * without reading all of it (413, 400) leaves bytes that must be consumed first. (libfcgi
- * drains a connection it closes by itself.) */
+ * drains a connection it closes by itself.) At most ADMIN_DRAIN_MAX bytes: beyond that the
+ * connection is closed instead, its read side shut first so that libfcgi's lingering close
+ * does not read the rest either (a body cap that ends in reading the whole body caps nothing). */
 static void drain_kept_request(FCGX_Request *req)
 {
     char scratch[4096];
+    size_t drained = 0;
+    int n = 0;
     if (!req->keepConnection)
         return;
-    while (FCGX_GetStr(scratch, sizeof(scratch), req->in) > 0)
-        ;
+    while (drained < ADMIN_DRAIN_MAX && (n = FCGX_GetStr(scratch, sizeof(scratch), req->in)) > 0)
+        drained += (size_t)n;
+    if (drained >= ADMIN_DRAIN_MAX) {
+        req->keepConnection = 0;
+        if (req->ipcFd >= 0 && shutdown(req->ipcFd, SHUT_RD) < 0)
+            log_warn(errno, "shutdown(SHUT_RD) of an oversized request failed");
+    }
 }
 
 static void *admin_thread_main(void *arg)
 {
     struct admin_thread *thr = arg;
-    if (FCGX_InitRequest(&thr->fcgi, thr->ctx->listen_fd, 0) != 0) {
+    if (FCGX_InitRequest(&thr->fcgi, -1, 0) != 0) { /* -1: we accept (thread_next_request) */
         log_error(0, "FCGX_InitRequest() failed in thread %d", thr->index);
     } else {
         while (!atomic_load(&thr->ctx->stopping)) {

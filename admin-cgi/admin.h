@@ -30,7 +30,9 @@
 #define ADMIN_HUB_MAX_AGE_MS  3000 /* a heartbeat older than this means the hub is gone */
 #define ADMIN_PATH_MAX        512  /* longest REQUEST_URI path we route */
 #define ADMIN_OUT_INITIAL_CAP 4096
-#define ADMIN_CSRF_TOKEN_LEN  32 /* hex digits */
+#define ADMIN_CSRF_TOKEN_LEN  32        /* hex digits */
+#define ADMIN_BODY_MAX_OTHER  4096      /* body bytes a route other than broadcast accepts */
+#define ADMIN_DRAIN_MAX       (1 << 20) /* unread body bytes skipped to keep a connection */
 
 /* ---- growable output buffer (admin_http.c) ---- */
 
@@ -139,6 +141,10 @@ int admin_respond_error(struct admin_req *r, int status, const char *error,
 /* Same with a detail string that gets JSON-escaped. */
 int admin_respond_error_str(struct admin_req *r, int status, const char *error, const char *detail);
 
+/* What a 503 may tell a client about an unusable segment: the system error's text for a failed
+ * attach (no names, paths or pids), nothing otherwise; the full reason goes to the log. */
+const char *admin_segment_public_detail(enum admin_seg_status st, const char *why);
+
 /* Attaches the request to a live hub's segment, or answers 503 and returns NULL. */
 struct admin_seg *admin_req_segment(struct admin_req *r);
 
@@ -171,6 +177,26 @@ void admin_handle_page_css(struct admin_req *r);    /* admin_page.c */
 void admin_handle_connections(struct admin_req *r); /* admin_conns.c */
 void admin_handle_kick(struct admin_req *r);        /* admin_conns.c */
 void admin_handle_restart(struct admin_req *r);     /* admin_workers.c */
+void admin_handle_channels(struct admin_req *r);    /* admin_channels.c */
+void admin_handle_presence(struct admin_req *r);    /* admin_channels.c */
+
+/* admin_channels.c: the channels of every running worker, merged by name, most subscribed
+ * first. Returns how many (and a malloc'd array in *out), or -1 out of memory. */
+struct admin_chan {
+    char name[SHM_CHANNEL_NAME_LEN];
+    uint64_t subscribers, messages, rate_milli;
+};
+long admin_channels_collect(const struct shm *s, struct admin_chan **out);
+/* Channel gauges for /metrics, the ADMIN_METRICS_CHANNELS most subscribed channels only. */
+#define ADMIN_METRICS_CHANNELS 20
+void admin_channels_prom(struct admin_buf *b, const struct shm *s);
+/* Appends the JSON array of a connection row's channel names. */
+void admin_channels_of_row(struct admin_buf *b, const struct shm *s, const struct shm_conn *row);
+
+/* ---- what the workers enforce (admin_security.c) ---- */
+
+void admin_security_json(struct admin_buf *b, const struct shm *s); /* "security":{...}, */
+void admin_security_prom(struct admin_buf *b, const struct shm *s);
 
 /* ---- UTF-8 (admin_utf8.c) ---- */
 

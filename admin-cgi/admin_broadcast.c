@@ -1,4 +1,4 @@
-/* admin_broadcast.c -- POST /admin/broadcast[?channel=NAME]: validate, append to the ring, wake.
+/* admin_broadcast.c -- POST /admin/broadcast[?channel=a,b][&user=u]: validate, append, wake.
  *
  * The request body is the message. Checks run cheapest first so a bad request costs no copying:
  * the hub must be alive and running (503), the channel well formed (400), CONTENT_LENGTH present
@@ -9,6 +9,8 @@
  * application/octet-stream) must be strict UTF-8, because workers frame it as a text frame
  * without looking. ring_publish() copies it into the ring under the ring's robust mutex and
  * doorbell_ring_all() wakes workers that sleep. The answer is 202 with the sequence number.
+ * Targets: no parameter = every client; each channel of ?channel= and each user of ?user= (the
+ * channel "@<user>", worker_channels.c) gets its own record, and the answer lists every seq.
  * With a Redis bridge (cluster), bridge_publish() (shm/bridge.c) does the same append, as an
  * OUTBOX record while the bridge is healthy: it never waits on Redis; the seq is then this
  * node's ring position of the accepted message, not of its later delivery.
@@ -27,30 +29,78 @@
 #include "log.h"
 #include "ring.h"
 
+#define BROADCAST_READ_CHUNK  (64 * 1024)
+#define BROADCAST_MAX_TARGETS 16 /* channels and users of one POST */
+
 static int channel_char_ok(unsigned char c)
 {
     return isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
 }
 
-/* Reads ?channel=. Sets *chan to NULL (all clients) or to out. Answers 400 and returns -1 when
- * the parameter is present but not 1..RING_MAX_CHANNEL_LEN characters of [A-Za-z0-9._:-]. */
-static int broadcast_channel(struct admin_req *r, char *out, size_t outlen, const char **chan)
+/* Where a broadcast goes: nowhere given = everyone; else each channel of ?channel=a,b and each
+ * user of ?user=u (the channel "@u", which every connection of that user is subscribed to). */
+struct broadcast_targets {
+    int n;
+    char name[BROADCAST_MAX_TARGETS][RING_MAX_CHANNEL_LEN + 1];
+};
+
+static int target_add(struct broadcast_targets *t, const char *prefix, const char *v, size_t len)
 {
-    *chan = NULL;
-    int found = admin_query_get(r->query, "channel", out, outlen);
+    size_t plen = strlen(prefix);
+    if (t->n >= BROADCAST_MAX_TARGETS || len == 0 || plen + len > RING_MAX_CHANNEL_LEN)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (prefix[0] == '\0' ? !channel_char_ok((unsigned char)v[i])
+                              : (v[i] == ',' || (unsigned char)v[i] < 0x21))
+            return -1;
+    }
+    memcpy(t->name[t->n], prefix, plen);
+    memcpy(t->name[t->n] + plen, v, len);
+    t->name[t->n][plen + len] = '\0';
+    t->n++;
+    return 0;
+}
+
+/* Splits a comma-separated query value into targets. Returns 0, -1 when malformed. */
+static int targets_from_query(struct admin_req *r, const char *param, const char *prefix,
+                              struct broadcast_targets *t)
+{
+    char v[BROADCAST_MAX_TARGETS * (RING_MAX_CHANNEL_LEN + 1)];
+    int found = admin_query_get(r->query, param, v, sizeof(v));
     if (found == 0)
         return 0;
-    int ok = found > 0 && out[0] != '\0';
-    for (const char *p = out; ok && *p; p++)
-        ok = channel_char_ok((unsigned char)*p);
-    if (!ok) {
-        char detail[128];
-        snprintf(detail, sizeof(detail), "channel must be 1..%d characters of [A-Za-z0-9._:-]",
-                 RING_MAX_CHANNEL_LEN);
+    if (found < 0 || v[0] == '\0')
+        return -1;
+    for (const char *p = v;;) {
+        size_t n = strcspn(p, ",");
+        if (target_add(t, prefix, p, n) < 0)
+            return -1;
+        if (p[n] == '\0')
+            return 0;
+        p += n + 1;
+    }
+}
+
+/* Reads ?channel= and ?user=. Answers 400 and returns -1 when one is malformed. */
+static int broadcast_targets(struct admin_req *r, struct broadcast_targets *t)
+{
+    t->n = 0;
+    if (targets_from_query(r, "channel", "", t) < 0) {
+        char detail[160];
+        snprintf(detail, sizeof(detail),
+                 "channel=a,b: 1 to %d channels of 1..%d characters of [A-Za-z0-9._:-]",
+                 BROADCAST_MAX_TARGETS, RING_MAX_CHANNEL_LEN);
         admin_respond_error_str(r, 400, "invalid channel", detail);
         return -1;
     }
-    *chan = out;
+    if (targets_from_query(r, "user", "@", t) < 0) {
+        char detail[160];
+        snprintf(detail, sizeof(detail),
+                 "user=a,b: up to %d targets in all, user ids of 1..%d bytes without ','",
+                 BROADCAST_MAX_TARGETS, RING_MAX_CHANNEL_LEN - 1);
+        admin_respond_error_str(r, 400, "invalid user", detail);
+        return -1;
+    }
     return 0;
 }
 
@@ -89,7 +139,9 @@ static int broadcast_length(struct admin_req *r, uint32_t limit, size_t *len)
     return 0;
 }
 
-/* Reads exactly len body bytes into the thread's body buffer. */
+/* Reads exactly len body bytes into the thread's body buffer, within admin_request_timeout:
+ * each read gives up after that long (SO_RCVTIMEO, admin.c) and the deadline is checked between
+ * chunks, so a sender trickling a body costs at most the timeout plus one chunk's reads. */
 static int broadcast_read_body(struct admin_req *r, size_t len)
 {
     struct admin_buf *b = &r->thr->body;
@@ -98,13 +150,21 @@ static int broadcast_read_body(struct admin_req *r, size_t len)
         admin_respond_error(r, 500, "out of memory", NULL);
         return -1;
     }
-    while (b->len < len) {
+    uint64_t deadline = shm_mono_ns() / 1000000u + r->ctx->conf.admin_request_timeout_ms;
+    int late = 0;
+    while (b->len < len && !(late = shm_mono_ns() / 1000000u > deadline)) {
         size_t want = len - b->len;
-        int chunk = want > (1u << 20) ? (1 << 20) : (int)want;
+        int chunk = want > BROADCAST_READ_CHUNK ? BROADCAST_READ_CHUNK : (int)want;
         int got = FCGX_GetStr(b->data + b->len, chunk, r->fcgi->in);
         if (got <= 0)
             break;
         b->len += (size_t)got;
+    }
+    if (b->len < len && (late || FCGX_GetError(r->fcgi->in) != 0)) {
+        log_info("408 for %s %s: body not received within admin_request_timeout (%zu of %zu)",
+                 r->method, r->path, b->len, len);
+        admin_respond_error(r, 408, "request timeout", NULL);
+        return -1;
     }
     if (b->len < len) {
         char detail[96];
@@ -144,12 +204,13 @@ static int broadcast_check_text(struct admin_req *r)
     return -1;
 }
 
-static int broadcast_publish(struct admin_req *r, struct shm *s, const char *chan, uint16_t flags)
+/* Appends one record; answers the error and returns -1 on failure. */
+static int broadcast_append(struct admin_req *r, struct shm *s, const char *chan, uint16_t flags,
+                            uint64_t *seq)
 {
     const struct admin_buf *b = &r->thr->body;
-    uint64_t seq = 0;
     /* Redis bridge hook (issue 8): ring_publish + doorbell_ring_all when no bridge runs. */
-    if (bridge_publish(s, b->data, (uint32_t)b->len, chan, flags, &seq) < 0) {
+    if (bridge_publish(s, b->data, (uint32_t)b->len, chan, flags, seq) < 0) {
         int e = errno;
         if (e == EMSGSIZE)
             admin_respond_error(r, 413, "message too large", NULL);
@@ -157,15 +218,37 @@ static int broadcast_publish(struct admin_req *r, struct shm *s, const char *cha
             admin_respond_error_str(r, 400, "invalid channel", NULL);
         else {
             log_error(e, "ring_publish(%zu bytes) failed", b->len);
-            admin_respond_error_str(r, 500, "ring_publish failed", strerror(e));
+            admin_respond_error(r, 500, "broadcast failed", NULL); /* details in the log */
         }
         return -1;
     }
-    log_debug("broadcast seq %llu: %zu bytes, %s, channel %s", (unsigned long long)seq, b->len,
+    log_debug("broadcast seq %llu: %zu bytes, %s, channel %s", (unsigned long long)*seq, b->len,
               (flags & RING_F_BINARY) ? "binary" : "text", chan ? chan : "(all)");
-    char body[48];
-    int n = snprintf(body, sizeof(body), "{\"seq\":%llu}\n", (unsigned long long)seq);
-    admin_respond(r, 202, "application/json", "", body, (size_t)n);
+    return 0;
+}
+
+/* One record per target (a client subscribed to two of the channels gets it from each, the
+ * wshub.v1 header naming the channel). 202 with the first sequence and, for several, all. */
+static int broadcast_publish(struct admin_req *r, struct shm *s, const struct broadcast_targets *t,
+                             uint16_t flags)
+{
+    uint64_t seqs[BROADCAST_MAX_TARGETS];
+    int n = t->n > 0 ? t->n : 1;
+    for (int i = 0; i < n; i++) {
+        if (broadcast_append(r, s, t->n > 0 ? t->name[i] : NULL, flags, &seqs[i]) < 0)
+            return -1;
+    }
+    char body[64 + BROADCAST_MAX_TARGETS * 24];
+    int len = snprintf(body, sizeof(body), "{\"seq\":%llu", (unsigned long long)seqs[0]);
+    if (n > 1) {
+        len += snprintf(body + len, sizeof(body) - (size_t)len, ",\"seqs\":[");
+        for (int i = 0; i < n; i++)
+            len += snprintf(body + len, sizeof(body) - (size_t)len, "%s%llu", i ? "," : "",
+                            (unsigned long long)seqs[i]);
+        len += snprintf(body + len, sizeof(body) - (size_t)len, "]");
+    }
+    len += snprintf(body + len, sizeof(body) - (size_t)len, "}\n");
+    admin_respond(r, 202, "application/json", "", body, (size_t)len);
     return 0;
 }
 
@@ -179,15 +262,14 @@ static uint32_t broadcast_limit(const struct admin_req *r, const struct shm *s)
 
 void admin_handle_broadcast(struct admin_req *r)
 {
-    char channel[RING_MAX_CHANNEL_LEN + 1];
-    const char *chan;
+    struct broadcast_targets targets;
     size_t len;
     struct admin_seg *seg = admin_req_segment(r);
     if (seg == NULL)
         return;
     struct shm *s = &seg->shm;
     int binary = is_binary_type(admin_req_param(r, "CONTENT_TYPE"));
-    if (broadcast_channel(r, channel, sizeof(channel), &chan) < 0 ||
+    if (broadcast_targets(r, &targets) < 0 ||
         broadcast_length(r, broadcast_limit(r, s), &len) < 0 || broadcast_read_body(r, len) < 0 ||
         (!binary && broadcast_check_text(r) < 0))
         goto rejected;
@@ -196,7 +278,7 @@ void admin_handle_broadcast(struct admin_req *r)
         admin_respond_error_str(r, 503, "hub stopping", NULL);
         goto rejected;
     }
-    if (broadcast_publish(r, s, chan, binary ? RING_F_BINARY : 0) < 0)
+    if (broadcast_publish(r, s, &targets, binary ? RING_F_BINARY : 0) < 0)
         goto rejected;
     return;
 rejected:

@@ -107,7 +107,7 @@ static const char *conn_state_name(uint8_t st)
     return st == SHM_CONN_OPEN ? "open" : st == SHM_CONN_CLOSING ? "closing" : "free";
 }
 
-static void json_conn(struct admin_buf *b, const struct shm_conn *c)
+static void json_conn(struct admin_buf *b, const struct shm *s, const struct shm_conn *c)
 {
     char addr[64];
     conntab_format_addr(c, addr, sizeof(addr));
@@ -118,8 +118,8 @@ static void json_conn(struct admin_buf *b, const struct shm_conn *c)
     admin_buf_json_str(b, addr);
     admin_buf_puts(b, ",\"user\":");
     admin_buf_json_str(b, c->user);
-    admin_buf_puts(b, ",\"channel\":");
-    admin_buf_json_str(b, c->channel);
+    admin_buf_puts(b, ",\"channels\":");
+    admin_channels_of_row(b, s, c);
     admin_buf_printf(b,
                      ",\"connected_at_ms\":%llu,\"last_seen_ms\":%llu,\"messages_out\":%llu,"
                      "\"bytes_out\":%llu,\"messages_in\":%llu,\"bytes_in\":%llu,"
@@ -163,7 +163,7 @@ void admin_handle_connections(struct admin_req *r)
         if (!first)
             admin_buf_puts(b, ",");
         first = 0;
-        json_conn(b, &row);
+        json_conn(b, s, &row);
     }
     admin_buf_puts(b, "]}\n");
     free(refs);
@@ -229,7 +229,7 @@ void admin_handle_kick(struct admin_req *r)
     }
     if (worker < 0) {
         log_error(errno, "conntab_kick(row %u, id %llu) failed", row, (unsigned long long)id);
-        admin_respond_error_str(r, 500, "conntab_kick failed", strerror(errno));
+        admin_respond_error(r, 500, "close request failed", NULL); /* details in the log */
         return;
     }
     doorbell_ring_slot(s, (unsigned)worker);

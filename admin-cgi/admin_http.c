@@ -54,6 +54,8 @@ static const struct admin_route admin_routes[] = {
     {"GET", "/admin/connections", admin_handle_connections, AUTH_TOKEN, 0, 0},
     {"DELETE", "/admin/connections/", admin_handle_kick, AUTH_TOKEN, 1, 1},
     {"POST", "/admin/workers/restart", admin_handle_restart, AUTH_TOKEN, 1, 0},
+    {"GET", "/admin/channels", admin_handle_channels, AUTH_TOKEN, 0, 0},
+    {"GET", "/admin/channels/", admin_handle_presence, AUTH_TOKEN, 0, 1},
     {"GET", "/metrics", admin_handle_metrics, AUTH_METRICS, 0, 0},
     {"GET", "/healthz", admin_handle_healthz, AUTH_HEALTHZ, 0, 0},
 };
@@ -183,8 +185,12 @@ int admin_respond(struct admin_req *r, int status, const char *content_type,
     r->responded = 1;
     int n = snprintf(head, sizeof(head),
                      "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n%s\r\n",
-                     status, http_status_phrase(status), content_type, len, extra_headers);
+                     "Cache-Control: no-store\r\n%s%s\r\n",
+                     status, http_status_phrase(status), content_type, len,
+                     strstr(extra_headers, "X-Content-Type-Options") ? ""
+                                                                     : "X-Content-Type-Options: "
+                                                                       "nosniff\r\n",
+                     extra_headers);
     if (n < 0 || (size_t)n >= sizeof(head)) {
         log_error(0, "response header for status %d does not fit %zu bytes", status, sizeof(head));
         return -1;
@@ -248,6 +254,14 @@ int admin_respond_error_str(struct admin_req *r, int status, const char *error, 
 
 /* ---- the segment, per request ---- */
 
+const char *admin_segment_public_detail(enum admin_seg_status st, const char *why)
+{
+    const char *colon = strrchr(why, ':');
+    if (st != ADMIN_SEG_ERROR || colon == NULL)
+        return NULL;
+    return colon[1] == ' ' ? colon + 2 : colon + 1; /* "shm_open(/wshub-x): Permission denied" */
+}
+
 struct admin_seg *admin_req_segment(struct admin_req *r)
 {
     enum admin_seg_status st;
@@ -257,15 +271,17 @@ struct admin_seg *admin_req_segment(struct admin_req *r)
     r->seg = admin_segment_get(&r->ctx->segs, &st, why, sizeof(why));
     if (r->seg != NULL)
         return r->seg;
+    log_debug("%s %s: segment unusable: %s", r->method, r->path, why);
+    const char *detail = admin_segment_public_detail(st, why);
     switch (st) {
     case ADMIN_SEG_LAYOUT:
-        admin_respond_error_str(r, 503, "shared-memory layout mismatch", why);
+        admin_respond_error_str(r, 503, "shared-memory layout mismatch", detail);
         break;
     case ADMIN_SEG_STOPPING:
-        admin_respond_error_str(r, 503, "hub stopping", why);
+        admin_respond_error_str(r, 503, "hub stopping", detail);
         break;
     default:
-        admin_respond_error_str(r, 503, "hub not running", why);
+        admin_respond_error_str(r, 503, "hub not running", detail);
         break;
     }
     return NULL;
@@ -407,6 +423,29 @@ static int route_needs_auth(const struct admin_route *rt, const struct conf *c)
     }
 }
 
+/* Routes other than broadcast take no body: one over ADMIN_BODY_MAX_OTHER is refused (413) before
+ * anything else is done, and the connection is not kept (admin.c skips at most
+ * ADMIN_DRAIN_MAX unread bytes). A Content-Length that is not a number is a 400. */
+static int body_too_large(struct admin_req *r)
+{
+    const char *cl = admin_req_param(r, "CONTENT_LENGTH");
+    uint64_t v = 0;
+    if (cl == NULL || cl[0] == '\0')
+        return 0;
+    for (const char *p = cl; *p; p++) {
+        if (*p < '0' || *p > '9') {
+            admin_respond_error(r, 400, "invalid Content-Length", NULL);
+            return 1;
+        }
+        if (v <= ADMIN_BODY_MAX_OTHER)
+            v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (v <= ADMIN_BODY_MAX_OTHER)
+        return 0;
+    admin_respond_error(r, 413, "request body too large", NULL);
+    return 1;
+}
+
 static void release_buffers(struct admin_thread *thr)
 {
     if (thr->out.cap > ADMIN_KEEP_BUF)
@@ -435,6 +474,8 @@ void admin_http_serve(struct admin_thread *thr)
         goto out;
     }
     if (route_needs_auth(rt, &r.ctx->conf) && !admin_auth_check(&r))
+        goto out;
+    if (rt->handler != admin_handle_broadcast && body_too_large(&r))
         goto out;
     if (rt->csrf && !admin_csrf_check(&r))
         goto out;

@@ -376,6 +376,22 @@
     setText('redis-state', bridge && bridge.state ? bridge.state : 'not configured');
   }
 
+  // Loud when clients can connect without a token (admin_security.c).
+  function renderSecurity(st) {
+    const sec = st.security;
+    const el = $('auth-off');
+    let text = '';
+    if (sec && sec.auth === 'off')
+      text = sec.auth_off_explicit
+        ? 'Authentication is OFF ("auth off"): any client can connect without a token.'
+        : 'Authentication is OFF: no jwt_key is configured, any client can connect without a token.';
+    else if (sec && sec.auth === 'mixed')
+      text = 'Authentication differs between workers (a rolling restart is switching it).';
+    el.textContent = text;
+    el.hidden = !text;
+    document.body.dataset.auth = sec ? sec.auth : 'unknown';
+  }
+
   function render(st) {
     const dtMs = prev ? st.generated_at_ms - prev.generated_at_ms : 0;
     const delivered = prev ? rate(st.totals.messages_out, prev.totals.messages_out, dtMs) : null;
@@ -389,6 +405,7 @@
     renderCounts('closed', st.totals.closed);
     renderRing(st);
     renderHub(st);
+    renderSecurity(st);
     drawCharts();
     prev = st;
     renders++;
@@ -494,7 +511,7 @@
         cell(tr, String(c.worker), '', c.worker);
         cell(tr, c.remote, 'mono');
         cell(tr, c.user || '–');
-        cell(tr, c.channel || 'all');
+        cell(tr, (c.channels && c.channels.length) ? c.channels.join(', ') : '–');
         cell(tr, fmtAgo(c.connected_at_ms, now), 'num');
         cell(tr, fmtAgo(c.last_seen_ms, now), 'num');
         cell(tr, fmtInt(c.messages_out), 'num', c.messages_out);

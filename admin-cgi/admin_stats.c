@@ -122,14 +122,25 @@ static void json_ring(struct admin_buf *b, const struct shm *s)
                      (unsigned long long)load64(&h->broadcasts_rejected));
 }
 
-static void json_conntab(struct admin_buf *b, const struct shm *s)
+/* What one client can have queued outside the worker's shared frame buffer: the kernel's send
+ * buffer (Linux reserves twice SO_SNDBUF) plus the one write lws may hold when the socket is
+ * full (a gathered batch, or one largest frame). From our configuration: the workers read the
+ * same file. */
+static uint64_t send_bound(const struct conf *cf, const struct shm *s)
+{
+    uint64_t frame = (uint64_t)s->hdr->ring.max_payload + 10 + 80; /* header, wshub.v1 envelope */
+    return 2ULL * cf->client_send_buffer + (frame > CONF_WRITE_BUDGET ? frame : CONF_WRITE_BUDGET);
+}
+
+static void json_conntab(struct admin_buf *b, const struct shm *s, const struct conf *cf)
 {
     const struct shm_conntab_ctl *c = &s->hdr->conntab;
     admin_buf_printf(b,
                      "\"connections\":{\"capacity\":%u,\"in_use\":%u,\"reclaimed\":%llu,"
-                     "\"lock_recoveries\":%llu},",
+                     "\"lock_recoveries\":%llu,\"send_buffer_bound\":%llu},",
                      c->capacity, conntab_in_use(s), (unsigned long long)load64(&c->reclaimed),
-                     (unsigned long long)load64(&c->lock_recoveries));
+                     (unsigned long long)load64(&c->lock_recoveries),
+                     (unsigned long long)send_bound(cf, s));
 }
 
 static void json_totals(struct admin_buf *b, const struct shm *s)
@@ -207,9 +218,10 @@ void admin_handle_stats_json(struct admin_req *r)
     admin_buf_puts(b, ",");
     json_hub(b, s, now);
     json_ring(b, s);
-    json_conntab(b, s);
+    json_conntab(b, s, &r->ctx->conf);
     json_totals(b, s);
-    admin_bridge_json(b, s); /* Redis bridge (issue 8): "redis_bridge":{...} */
+    admin_bridge_json(b, s);   /* Redis bridge (issue 8): "redis_bridge":{...} */
+    admin_security_json(b, s); /* admin_security.c: "security":{...} */
     admin_buf_puts(b, "\"workers\":[");
     int first = 1;
     for (unsigned i = 0; i < SHM_MAX_WORKERS; i++) {
@@ -504,7 +516,9 @@ void admin_handle_metrics(struct admin_req *r)
     prom_worker_reasons(b, &pw);
     prom_latency(b, &pw);
     prom_message_size(b, s);
-    admin_bridge_prom(b, s); /* Redis bridge (issue 8): wshub_bridge_* */
+    admin_bridge_prom(b, s);   /* Redis bridge (issue 8): wshub_bridge_* */
+    admin_security_prom(b, s); /* admin_security.c: wshub_auth_enforced, wshub_connlimit_* */
+    admin_channels_prom(b, s); /* admin_channels.c: wshub_channel_* for the top channels */
     send_buffer(r, 200, "text/plain; version=0.0.4; charset=utf-8");
 }
 
@@ -538,7 +552,7 @@ void admin_handle_healthz(struct admin_req *r)
                             st == ADMIN_SEG_STOPPING ? "hub stopping"
                             : st == ADMIN_SEG_LAYOUT ? "shared-memory layout mismatch"
                                                      : "hub not running",
-                            why);
+                            admin_segment_public_detail(st, why));
         return;
     }
     const struct shm *s = &r->seg->shm;

@@ -12,7 +12,21 @@ and the latency CDF and throughput charts (bench/report.py, gnuplot):
     W3  fan-out   50,000 subscribers, 50 broadcasts at 5/s
     W4  capacity  10,000 subscribers: the highest broadcast rate with zero loss and p99 <= 250 ms
                   (doubling, then bisection), reported as deliveries per second
-    W5  (permessage-deflate) is not run: wshub has no compression yet.
+    W5  permessage-deflate (issue 7): 10,000 subscribers of ~2 KiB JSON broadcasts, plain and
+        compressing (wsbench --deflate --pad json) in turn: server CPU per broadcast and bytes on
+        the wire per delivery, wshub and nginx + Nchan with its deflate on (Nchan runs in W5
+        even without --compare when its module is installed); bench/deflate_bench.py
+    W6  slow consumers (issue 6), wshub only: 1,000 subscribers of 2 KiB broadcasts at 50/s,
+        with and without 10% of them reading nothing (wsbench --stalled 0.1), under
+        `slow_consumer close` and `skip`; the readers' latency is compared, baseline run twice
+        to show the noise
+    W7  recovery (issue 6), wshub only: 2,000 resuming wshub.v1 clients (wsbench --resume) of
+        broadcasts at 20/s while a random worker is killed with SIGKILL every 6 s; the time
+        from each SIGKILL to each of its clients' resumed welcome, and whether any was lost
+    W8  channels (issue 10): 10,000 subscribers on 1,000 channels (10 each, wsbench --channels),
+        64-byte messages POSTed each to one channel: 1,000 channel messages/s for 30 s, then the
+        highest rate with zero loss and p99 <= 250 ms (doubling, bisection), wshub and, with
+        --compare, Nchan (one channel per id); bench/channels_bench.py, channels.md
 
 Workers are one per core, or more when the connections need them: a process holds at most
 ~19,900 descriptors here, so WORKERS = max(cores, ceil(connections / 17,000)), and Nchan gets the
@@ -35,14 +49,18 @@ import datetime
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import channels_bench  # noqa: E402
+import deflate_bench  # noqa: E402
 import report  # noqa: E402
 import stacks  # noqa: E402
 
@@ -73,6 +91,12 @@ def workloads(quick):
             dict(name="w3-fanout-20k", kind="fanout", n=20000, m=15, r=5),
             dict(name="w4-capacity", kind="capacity", n=10000, trial_s=3, max_trials=3,
                  bisect=0),
+            deflate_bench.workload(quick),
+            dict(name="w6-slow-consumers", kind="slow", n=500, seconds=12, r=50, size=2048,
+                 stalled=0.1, baseline_twice=False, servers=("wshub",)),
+            dict(name="w7-recovery", kind="recovery", n=1000, r=20, kills=3, every=6,
+                 servers=("wshub",)),
+            channels_bench.workload(quick),
         ]
     return [
         dict(name="w1-hold-50k", kind="hold", n=50000, hold=60),
@@ -83,6 +107,12 @@ def workloads(quick):
              servers=("wshub",)),
         dict(name="w3-fanout-50k", kind="fanout", n=50000, m=50, r=5),
         dict(name="w4-capacity", kind="capacity", n=10000, trial_s=8, max_trials=8, bisect=3),
+        deflate_bench.workload(quick),
+        dict(name="w6-slow-consumers", kind="slow", n=1000, seconds=30, r=50, size=2048,
+             stalled=0.1, baseline_twice=True, servers=("wshub",)),
+        dict(name="w7-recovery", kind="recovery", n=2000, r=20, kills=5, every=6,
+             servers=("wshub",)),
+        channels_bench.workload(quick),
     ]
 
 
@@ -95,6 +125,7 @@ class Runner:
         self.port_base = port_base
         self.log = log
         self.source_k = 0   # rotates wsbench's source addresses: 127.K.0.x per run
+        self.instance_prefix = "bench-w"   # --instance-prefix
 
     def stack(self, wl):
         workers = workers_for(wl["n"])
@@ -105,10 +136,11 @@ class Runner:
             # Directory and instance follow the ports, so runs on other --port-base values
             # can go side by side.
             return stacks.WshubStack(self.build, "/tmp/bench-wshub-%d" % self.port_base,
-                                     "bench-w%d" % self.port_base, self.port_base,
+                                     "%s%d" % (self.instance_prefix, self.port_base),
+                                     self.port_base,
                                      self.port_base + 1, workers, nginx_workers)
         return stacks.NchanStack("/tmp/bench-nchan-%d" % self.port_base, self.port_base + 10,
-                                 workers)
+                                 workers, deflate=wl["kind"] == "deflate")
 
     def next_source(self):
         self.source_k = self.source_k % 250 + 1
@@ -173,6 +205,313 @@ class Runner:
         search_rate(trial, 10.0, wl["max_trials"], wl["bisect"])
         best = max((t for t in trials if t["pass"]), key=lambda t: t["rate"], default=None)
         return trials, best
+
+
+# ---- W6 and W7: slow consumers and recovery (issue 6) ----------------------------------------
+
+# W6's server: a 512 KiB frame buffer per worker, so that a client that reads nothing falls out
+# of it within seconds (2 KiB x 50/s: ~5 s) and the slow-consumer policy acts during the run
+# (the buffer must hold two of the largest messages: max_message comes down to 16 KiB).
+W6_CONF = {"max_message": "16k", "worker_buffer": "512k"}
+
+
+class TunedWshubStack(stacks.WshubStack):
+    """The standard wshub stack with extra wshub.conf lines."""
+
+    def __init__(self, *args, extra=None, **kw):
+        super().__init__(*args, **kw)
+        self.extra = dict(extra or {})
+
+    def _write_conf(self):
+        conf = super()._write_conf()
+        with open(conf, "a") as f:
+            f.write("# bench.py: this workload's settings\n")
+            for k, v in self.extra.items():
+                f.write("%-18s %s\n" % (k, v))
+        return conf
+
+    def admin_stats(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/admin/stats.json" % self.http_port,
+                                    timeout=5) as r:
+            return json.loads(r.read())
+
+    def describe(self):
+        d = super().describe()
+        d["conf_extra"] = self.extra
+        return d
+
+
+def _pct(values, q):
+    v = sorted(values)
+    if not v:
+        return None
+    return round(v[min(len(v) - 1, max(0, math.ceil(q * len(v)) - 1))], 3)
+
+
+class ResilienceRunner:
+    """W6 and W7 on top of a Runner (its build, ports, source addresses and logging)."""
+
+    def __init__(self, runner):
+        self.r = runner
+
+    def stack(self, wl, extra):
+        r = self.r
+        return TunedWshubStack(r.build, "/tmp/bench-wshub-%d" % r.port_base,
+                               "bench-w%d" % r.port_base, r.port_base, r.port_base + 1,
+                               workers_for(wl["n"]), 1, extra=extra)
+
+    # -- W6 --
+
+    def slow_run(self, wl, label, policy, stalled):
+        m = int(wl["r"] * wl["seconds"])
+        extra = dict(W6_CONF, slow_consumer=policy)
+        st = self.stack(wl, extra)
+        with st:
+            args = ["fanout", "--url", st.ws_url, "--publish-url", st.publish_url,
+                    "-n", str(wl["n"]), "-m", str(m), "-r", "%g" % wl["r"],
+                    "-s", str(wl["size"]), "--connect-rate", "5000", "--settle", "1s",
+                    "--drain-timeout", "15s", "--stalled", "%g" % stalled, "--cdf"]
+            argv, out = self.r.wsbench(st, args, int(wl["seconds"] + 120))
+            server = st.admin_stats()
+        totals = server.get("totals", {})
+        lat = out.get("latency_ms") or {}
+        run = {"label": label, "policy": policy, "stalled": stalled, "command": argv,
+               "stack": st.describe(), "result": out,
+               "server_slow_consumers": totals.get("slow_consumers"),
+               "server_closed": totals.get("closed"),
+               "readers": g_(out, "deliveries", "subscribers"),
+               "readers_lost": g_(out, "deliveries", "lost"),
+               "p50": lat.get("p50"), "p99": lat.get("p99"), "p999": lat.get("p999"),
+               "max": lat.get("max")}
+        self.r.log("    %-22s readers %s lost %s  p50 %s p99 %s p99.9 %s max %s ms; server "
+                   "slow_consumers %s" % (label, run["readers"], run["readers_lost"], run["p50"],
+                                          run["p99"], run["p999"], run["max"],
+                                          run["server_slow_consumers"]))
+        return run
+
+    def slow(self, wl):
+        plan = [("baseline", "close", 0.0), ("stalled, close", "close", wl["stalled"]),
+                ("stalled, skip", "skip", wl["stalled"])]
+        if wl.get("baseline_twice"):
+            plan.append(("baseline again", "close", 0.0))
+        runs = []
+        for label, policy, stalled in plan:
+            try:
+                runs.append(self.slow_run(wl, label, policy, stalled))
+            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
+                self.r.log("    %s: ERROR %s" % (label, e))
+                runs.append({"label": label, "policy": policy, "stalled": stalled,
+                             "error": str(e)})
+        base = [x["p99"] for x in runs if x.get("stalled") == 0 and x.get("p99") is not None]
+        summary = {"baseline_p99_ms": base,
+                   "noise_p99_ms": round(max(base) - min(base), 3) if len(base) > 1 else None}
+        for x in runs:
+            if x.get("stalled") and x.get("p99") is not None and base:
+                x["p99_vs_baseline"] = round(x["p99"] / (sum(base) / len(base)), 3)
+        return runs, summary
+
+    # -- W7 --
+
+    def recovery(self, wl):
+        """Kills a random worker every `every` s under 2,000 resuming clients; from wsbench's
+        events, each killed worker's client's time from the SIGKILL to its resumed welcome."""
+        kills_n, every, rate = wl["kills"], wl["every"], wl["r"]
+        seconds = every * (kills_n + 1)
+        m = int(rate * seconds)
+        st = self.stack(wl, {})
+        events = st.dir + "-w7-events.txt"
+        kills = []
+        with st:
+            if os.path.exists(events):
+                os.unlink(events)
+            argv = [WSBENCH, "fanout", "--resume", "--url", st.ws_url, "--publish-url",
+                    st.publish_url, "-n", str(wl["n"]), "-m", str(m), "-r", "%g" % rate,
+                    "-s", "64", "--connect-rate", "5000", "--settle", "1s",
+                    "--drain-timeout", "30s", "--events", events, "-v",
+                    "--source-base", self.r.next_source(), "--timeout",
+                    "%ds" % (seconds + 120)] + st.server_args()
+            self.r.log("    $ " + " ".join(argv))
+            errf = open(os.path.join(st.dir, "wsbench.err"), "w+")
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errf, text=True)
+            try:
+                t0 = self._wait_stderr(errf, "publishing", proc, 120)
+                rng = random.Random()
+                for k in range(kills_n):
+                    time.sleep(max(0.0, t0 + every * (k + 1) - time.monotonic()))
+                    kills.append(self._kill_worker(st, rng))
+                out, _ = proc.communicate(timeout=seconds + 180)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+                errf.close()
+        if not out.strip():
+            raise RuntimeError("wsbench printed nothing (rc %s); see %s" % (
+                proc.returncode, os.path.join(st.dir, "wsbench.err")))
+        res = json.loads(out)
+        per_kill, k2r, backoff, server_part = recovery_from_events(events, kills)
+        rec = res.get("resume", {})
+        summary = {
+            "events_file": events,  # the raw record, left under /tmp (a few hundred KiB)
+            "kills": len(kills), "clients_resumed_after_kill": len(k2r),
+            "kill_to_resumed_ms": {"p50": _pct(k2r, 0.5), "p90": _pct(k2r, 0.9),
+                                   "p99": _pct(k2r, 0.99), "max": _pct(k2r, 1.0)},
+            "client_backoff_ms": {"p50": _pct(backoff, 0.5), "p99": _pct(backoff, 0.99)},
+            "attempt_to_welcome_ms": {"p50": _pct(server_part, 0.5),
+                                      "p99": _pct(server_part, 0.99),
+                                      "max": _pct(server_part, 1.0)},
+            "respawn_ms": [k["respawn_ms"] for k in kills],
+            "per_kill": per_kill,
+            "lost": g_(res, "deliveries", "lost"), "duplicated": g_(res, "deliveries",
+                                                                     "duplicated"),
+            "gapped": rec.get("gapped"), "attempts_failed": rec.get("attempts_failed_total"),
+            "refused": g_(rec, "attempts_failed", "refused"),
+        }
+        self.r.log("    %d kills, %d clients resumed: SIGKILL -> resumed welcome p50 %s p99 %s "
+                   "max %s ms (client backoff p50 %s ms; attempt -> welcome p99 %s ms); lost %s,"
+                   " duplicated %s, failed attempts %s" % (
+                       len(kills), len(k2r), summary["kill_to_resumed_ms"]["p50"],
+                       summary["kill_to_resumed_ms"]["p99"], summary["kill_to_resumed_ms"]["max"],
+                       summary["client_backoff_ms"]["p50"],
+                       summary["attempt_to_welcome_ms"]["p99"], summary["lost"],
+                       summary["duplicated"], summary["attempts_failed"]))
+        return argv, res, summary, st.describe()
+
+    def _wait_stderr(self, errf, text, proc, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            errf.seek(0)
+            if text in errf.read():
+                return time.monotonic()
+            if proc.poll() is not None:
+                raise RuntimeError("wsbench exited (rc %s) before '%s'" % (proc.returncode, text))
+            time.sleep(0.05)
+        raise RuntimeError("wsbench did not log '%s' within %d s" % (text, timeout))
+
+    def _kill_worker(self, st, rng):
+        pids = st.worker_pids()
+        victim = rng.choice(pids)
+        t_ns = time.monotonic_ns()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = st.worker_pids()
+            if victim not in now and len(now) >= st.workers:
+                break
+            time.sleep(0.005)
+        respawn = round((time.monotonic_ns() - t_ns) / 1e6, 1)
+        self.r.log("    SIGKILL worker %d; replaced after %.0f ms" % (victim, respawn))
+        return {"pid": victim, "t_ns": t_ns, "respawn_ms": respawn}
+
+
+def g_(d, *path):
+    for k in path:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
+
+
+def recovery_from_events(path, kills):
+    """From wsbench --events welcome lines (CLOCK_MONOTONIC ns, as time.monotonic_ns): for each
+    client whose connection was lost without a close frame within 2 s after a SIGKILL, the time
+    from that SIGKILL to its resumed welcome; also its backoff (loss -> attempt) and the
+    server's part (attempt -> welcome). Returns (per kill summaries, all, backoff, server)."""
+    k2r, backoff, server_part = [], [], []
+    by_kill = {i: [] for i in range(len(kills))}
+    with open(path) as f:
+        for line in f:
+            w = line.split()
+            if w[0] != "welcome" or w[3] != "lost":
+                continue
+            t_lost, t_attempt, t_welcome = int(w[5]), int(w[6]), int(w[7])
+            cands = [i for i, k in enumerate(kills) if 0 <= t_lost - k["t_ns"] < 2e9]
+            if not cands:
+                continue
+            i = max(cands, key=lambda i: kills[i]["t_ns"])
+            ms = (t_welcome - kills[i]["t_ns"]) / 1e6
+            k2r.append(ms)
+            by_kill[i].append(ms)
+            backoff.append((t_attempt - t_lost) / 1e6)
+            server_part.append((t_welcome - t_attempt) / 1e6)
+    per_kill = [{"clients": len(v), "p50": _pct(v, 0.5), "p99": _pct(v, 0.99),
+                 "max": _pct(v, 1.0), "respawn_ms": kills[i]["respawn_ms"]}
+                for i, v in sorted(by_kill.items())]
+    return per_kill, k2r, backoff, server_part
+
+
+def write_resilience(out_dir, log):
+    """resilience.md: W6 and W7 from their JSON (the standard SUMMARY.md covers W1-W4)."""
+    recs = {}
+    for name in ("w6-slow-consumers", "w7-recovery"):
+        path = os.path.join(out_dir, report.result_file("wshub", name))
+        if os.path.exists(path):
+            with open(path) as f:
+                recs[name] = json.load(f)
+    if not recs:
+        return None
+    lines = ["# wshub: slow consumers and recovery (issue 6)", "",
+             "Written by `bench/bench.py` from `wshub-w6-slow-consumers.json` and "
+             "`wshub-w7-recovery.json` beside this file (each has the exact wsbench commands and "
+             "their whole output). Client and server share the machine's cores; check the "
+             "others' CPU figure of each run.", ""]
+    w6 = recs.get("w6-slow-consumers")
+    if w6:
+        wl = w6["workload"]
+        lines += ["## W6: readers' latency with and without 10% stalled clients", "",
+                  "%d subscribers, %d-byte broadcasts at %g/s for %d s, `worker_buffer %s`; "
+                  "stalled clients (wsbench `--stalled %g`) read nothing after the handshake, "
+                  "with a 4 KiB receive buffer. Latency is over the readers only (POST to "
+                  "receipt, through nginx, FastCGI and the worker)." % (
+                      wl["n"], wl["size"], wl["r"], wl["seconds"], W6_CONF["worker_buffer"],
+                      wl["stalled"]), "",
+                  "| run | policy | readers | lost | p50 ms | p99 ms | p99.9 ms | max ms | "
+                  "p99 / baseline | server slow_consumers | others' CPU |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for x in w6.get("runs", []):
+            if x.get("error"):
+                lines.append("| %s | %s | error: %s |" % (x["label"], x["policy"], x["error"]))
+                continue
+            r = x["result"]
+            others = g_(r, "host", "others_cpu_s")
+            phase = r.get("phase_s") or 0
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                x["label"], x["policy"], x["readers"], x["readers_lost"], x["p50"], x["p99"],
+                x["p999"], x["max"], x.get("p99_vs_baseline", "–"),
+                x.get("server_slow_consumers"),
+                "%.0f%%" % (100 * others / phase) if others is not None and phase else "–"))
+        sm = w6.get("summary", {})
+        lines += ["", "Baseline p99 over its runs: %s ms (spread %s ms: the noise)." % (
+            sm.get("baseline_p99_ms"), sm.get("noise_p99_ms")), ""]
+    w7 = recs.get("w7-recovery")
+    if w7 and w7.get("summary"):
+        sm, wl = w7["summary"], w7["workload"]
+        k = sm["kill_to_resumed_ms"]
+        min_s = g_(w7, "result", "params", "reconnect_min_s") or 0.25
+        lines += ["## W7: from a worker's SIGKILL to its clients resumed", "",
+                  "%d resuming wshub.v1 clients (wsbench `--resume`: the first attempt after a "
+                  "lost connection waits %g..%g ms, uniformly), broadcasts at %g/s, %d workers; "
+                  "a random worker killed with SIGKILL every %d s, %d times. Per client of a "
+                  "killed worker: SIGKILL to the welcome of its resumed connection (wsbench "
+                  "`--events`), which includes that wait." % (
+                      wl["n"], 500 * min_s, 1000 * min_s, wl["r"], w7["stack"]["workers"],
+                      wl["every"], sm["kills"]), "",
+                  "| clients resumed | p50 ms | p90 ms | p99 ms | max ms | client backoff p50 ms "
+                  "| attempt to welcome p99 ms | respawn ms | lost | duplicated | gapped | "
+                  "failed attempts (refused) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|",
+                  "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) |" % (
+                      sm["clients_resumed_after_kill"], k["p50"], k["p90"], k["p99"], k["max"],
+                      sm["client_backoff_ms"]["p50"], sm["attempt_to_welcome_ms"]["p99"],
+                      sm["respawn_ms"], sm["lost"], sm["duplicated"], sm["gapped"],
+                      sm["attempts_failed"], sm["refused"]), "",
+                  "Per kill: " + "; ".join("%d clients, p99 %s ms" % (p["clients"], p["p99"])
+                                           for p in sm["per_kill"]) + ".", ""]
+    path = os.path.join(out_dir, "resilience.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    log("wrote %s" % path)
+    return path
 
 
 def search_rate(trial, start, max_trials, bisect):
@@ -349,17 +688,34 @@ def run_one(runner, wl, out_dir, log):
     log("  %s %s: %d workers" % (runner.server, wl["name"], st.workers))
     t0 = time.monotonic()
     try:
-        with st:
+        if wl["kind"] == "slow":  # W6 and W7 start stacks of their own settings, run by run
             rec["stack"] = st.describe()
-            if wl["kind"] == "hold":
-                rec["command"], rec["result"] = runner.hold(st, wl)
-            elif wl["kind"] == "fanout":
-                rec["command"], rec["result"] = runner.fanout(st, wl)
-            else:
-                rec["trials"], best = runner.capacity(st, wl)
-                rec["best"] = None if best is None else {k: best[k] for k in (
-                    "rate", "offered_per_sec")}
-                rec["result"] = best["result"] if best else None
+            rec["stack"]["conf_extra"] = dict(W6_CONF, slow_consumer="close and skip")
+            rec["runs"], rec["summary"] = ResilienceRunner(runner).slow(wl)
+            rec["trials"] = [x for x in rec["runs"] if x.get("result")]
+            rec["result"] = next((x["result"] for x in rec["runs"]
+                                  if x.get("stalled") and x.get("result")), None)
+        elif wl["kind"] == "recovery":
+            (rec["command"], rec["result"], rec["summary"],
+             rec["stack"]) = ResilienceRunner(runner).recovery(wl)
+        else:
+            with st:
+                rec["stack"] = st.describe()
+                if wl["kind"] == "hold":
+                    rec["command"], rec["result"] = runner.hold(st, wl)
+                elif wl["kind"] == "fanout":
+                    rec["command"], rec["result"] = runner.fanout(st, wl)
+                elif wl["kind"] == "deflate":  # W5: plain and compressing subscribers in turn
+                    rec["runs"], rec["summary"] = deflate_bench.run(runner, st, wl)
+                    rec["trials"] = rec["runs"]
+                    rec["result"] = rec["runs"][-1]["result"]
+                elif wl["kind"] == "channels":  # W8: fixed rate, then the capacity search
+                    rec.update(channels_bench.run(runner, st, wl, search_rate))
+                else:
+                    rec["trials"], best = runner.capacity(st, wl)
+                    rec["best"] = None if best is None else {k: best[k] for k in (
+                        "rate", "offered_per_sec")}
+                    rec["result"] = best["result"] if best else None
     except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as e:
         rec["error"] = str(e)
         log("    ERROR: %s" % e)
@@ -400,6 +756,8 @@ def main():
                     help="the build was made from this clean commit elsewhere (git archive REV), "
                     "not from this checkout: record REV instead of this tree's state")
     ap.add_argument("--port-base", type=int, default=19700)
+    ap.add_argument("--instance-prefix", default="bench-w",
+                    help="wshub instance name: PREFIX + the port base (default bench-w)")
     ap.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS",
                     help="wait up to SECONDS for the 1-minute load average to drop below 0.7")
     ap.add_argument("--w1-hold", type=int, metavar="SECONDS",
@@ -412,6 +770,9 @@ def main():
 
     if args.summarize:
         report.write_summary(args.summarize, log)
+        write_resilience(args.summarize, log)
+        deflate_bench.write_md(args.summarize, log)
+        channels_bench.write_md(args.summarize, log)
         return 0
     out = args.out or os.path.join(HERE, "results", *(["quick"] if args.quick else []),
                                    *(["compare"] if args.compare else []))
@@ -437,20 +798,27 @@ def main():
             "servers": servers,
             "started_at": datetime.datetime.now().isoformat(timespec="seconds"),
             "load_at_start": loadavg(), "busiest_at_start": busiest_others(),
-            "workloads": [w["name"] for w in wls],
-            "not_run": {"w5-compression": "wshub has no permessage-deflate yet (issue 3, W5)"}}
+            "workloads": [w["name"] for w in wls], "not_run": {}}
     m = meta["machine"]
     log("%s, %d cores, %s GiB, kernel %s; wshub %s%s; load %s" % (
         m.get("cpu"), m["cores"], m.get("ram_gib"), m["kernel"], m["git_commit"],
         " (uncommitted changes)" if m["git_dirty"] else "", meta["load_at_start"]))
     runners = {s: Runner(s, args.build, args.port_base, log) for s in servers}
+    for r in runners.values():
+        r.instance_prefix = args.instance_prefix
+    if "nchan" not in runners and any(w["kind"] == "deflate" for w in wls):
+        if os.path.exists(stacks.NCHAN_MODULE):  # W5 is defined against Nchan's deflate
+            runners["nchan"] = Runner("nchan", args.build, args.port_base, log)
+        else:
+            meta["not_run"]["w5-deflate-10k nchan"] = "no Nchan module at %s" % (
+                stacks.NCHAN_MODULE)
     # SIGTERM as Ctrl-C: the stack of the running workload is stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     t0 = time.monotonic()
     try:
         for wl in wls:
-            for s in servers:
-                if s in wl.get("servers", servers):
+            for s in (runners if wl["kind"] == "deflate" else servers):
+                if s in wl.get("servers", servers) or wl["kind"] == "deflate":
                     run_one(runners[s], wl, out, log)
     except KeyboardInterrupt:
         log("interrupted; the summary covers what ran")
@@ -461,6 +829,9 @@ def main():
         json.dump(meta, f, indent=1)
         f.write("\n")
     report.write_summary(out, log)
+    write_resilience(out, log)
+    deflate_bench.write_md(out, log)
+    channels_bench.write_md(out, log)
     log("done in %.0f s: %s" % (meta["wall_s"], os.path.join(out, "SUMMARY.md")))
     return 0
 

@@ -81,6 +81,12 @@ def one_line(rec):
         return "best %g broadcasts/s = %.0f deliveries/s, p99 %s ms, server %s us/delivery" % (
             rec["best"]["rate"], g(r, "delivered_per_sec", default=0),
             g(r, "latency_ms", "p99"), g(r, "server", "cpu_s", "us_per_delivery"))
+    if rec["workload"]["kind"] == "deflate":  # W5 (bench/deflate_bench.py)
+        return "CPU per broadcast %s -> %s ms (x%s), wire bytes per delivery %s -> %s" % (
+            g(rec, "summary", "plain_cpu_ms_per_broadcast"),
+            g(rec, "summary", "deflate_cpu_ms_per_broadcast"), g(rec, "summary", "cpu_ratio"),
+            g(rec, "summary", "plain_wire_bytes_per_delivery"),
+            g(rec, "summary", "deflate_wire_bytes_per_delivery"))
     if rec["workload"]["kind"] == "hold":
         c = r["connections"]
         return "%d/%d connected, %d survived, %s bytes PSS per connection" % (
@@ -383,7 +389,7 @@ def ratio_rows(recs):
         w, n = recs.get(("wshub", name)), recs.get(("nchan", name))
         if not w or not n:
             continue
-        for label, path in figures[w["workload"]["kind"]]:
+        for label, path in figures.get(w["workload"]["kind"], []):  # W5: deflate.md
             a, b = g(w, "result", *path), g(n, "result", *path)
             ratio = a / b if a is not None and b else None
             out.append((name, label, a, b, ratio))
@@ -423,6 +429,9 @@ def summary_md(meta, recs, charts):
                  _capacity_md(recs, servers)):
         if part:
             lines += part + [""]
+    if any(r["workload"]["kind"] == "deflate" for r in recs.values()):
+        lines += ["## W5 permessage-deflate", "", "Compressed vs plain, wshub and nginx + Nchan: "
+                  "[deflate.md](deflate.md).", ""]
     lines += ["## Not run", ""]
     for k, v in (meta.get("not_run") or {}).items():
         lines.append("- %s: %s" % (k, v))

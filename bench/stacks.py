@@ -156,6 +156,15 @@ class WshubStack(Stack):
     def publish_url(self):
         return "http://127.0.0.1:%d/admin/broadcast" % self.http_port
 
+    # W8 (bench/channels_bench.py): wsbench --channels URL templates, {c} = the channel number.
+    @property
+    def ws_channel_url(self):
+        return "ws://127.0.0.1:%d/ws/ch{c}" % self.ws_port
+
+    @property
+    def publish_channel_url(self):
+        return "http://127.0.0.1:%d/admin/broadcast?channel=ch{c}" % self.http_port
+
     def _write_conf(self):
         group_line = ""
         if os.geteuid() == 0:
@@ -252,9 +261,11 @@ class WshubStack(Stack):
 class NchanStack(Stack):
     kind = "nchan"
 
-    def __init__(self, run_dir, port, workers, buffer_length=100000, shm_size="512m"):
+    def __init__(self, run_dir, port, workers, buffer_length=100000, shm_size="512m",
+                 deflate=False, deflate_level=1):
         super().__init__(run_dir, workers)
         self.port = port
+        self.deflate, self.deflate_level = deflate, deflate_level  # W5 (bench/deflate_bench.py)
         self.buffer_length = buffer_length
         self.shm_size = shm_size
         self.nginx = None
@@ -267,6 +278,15 @@ class NchanStack(Stack):
     def publish_url(self):
         return "http://127.0.0.1:%d/pub" % self.port
 
+    # W8: one Nchan channel per id (the /sub/<id> and /pub/<id> locations of nchan.conf.in).
+    @property
+    def ws_channel_url(self):
+        return "ws://127.0.0.1:%d/sub/ch{c}" % self.port
+
+    @property
+    def publish_channel_url(self):
+        return "http://127.0.0.1:%d/pub/ch{c}" % self.port
+
     def render(self):
         with open(os.path.join(HERE, "nchan.conf.in")) as f:
             text = f.read()
@@ -274,6 +294,7 @@ class NchanStack(Stack):
             "PREFIX": self.dir, "WORKERS": self.workers, "RLIMIT_NOFILE": fd_hard_limit(),
             "WORKER_CONNECTIONS": fd_hard_limit() - 100, "SHM_SIZE": self.shm_size,
             "LISTEN": "127.0.0.1:%d" % self.port, "BUFFER_LENGTH": self.buffer_length,
+            "DEFLATE": "on" if self.deflate else "off", "DEFLATE_LEVEL": self.deflate_level,
         }
         out = []
         for line in text.splitlines(keepends=True):
@@ -311,4 +332,5 @@ class NchanStack(Stack):
     def describe(self):
         return {"kind": self.kind, "workers": self.workers, "ws_url": self.ws_url,
                 "publish_url": self.publish_url, "message_buffer_length": self.buffer_length,
-                "shared_memory": self.shm_size, "run_dir": self.dir}
+                "shared_memory": self.shm_size, "run_dir": self.dir,
+                "deflate": self.deflate, "deflate_level": self.deflate_level}

@@ -17,7 +17,7 @@
 
 #include "log.h"
 
-enum opt_type { OPT_STR, OPT_INT, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_MODE };
+enum opt_type { OPT_STR, OPT_INT, OPT_SIZE32, OPT_SIZE64, OPT_MS, OPT_MODE, OPT_LIST };
 
 struct option_def {
     const char *name;
@@ -56,6 +56,12 @@ static const struct option_def options[] = {
      "bytes of the shared broadcast ring (a power of two, at least 4 x max_message)"},
     {"worker_buffer", OPT_SIZE64, F(worker_buffer), 64 * KB, 16 * GB, "16m",
      "per-worker buffer of framed messages (power of two); a client further behind is dropped"},
+    {"max_channels", OPT_INT, F(max_channels), 1, 1000000, "4096",
+     "distinct channels a worker keeps subscribers for (each takes a presence entry)"},
+    {"max_channels_per_connection", OPT_INT, F(max_channels_per_connection), 1,
+     CONF_MAX_CHANNELS_PER_CONN, "16", "channels one connection may subscribe to"},
+    {"max_channel_name", OPT_INT, F(max_channel_name), 1, 55, "55",
+     "longest channel name, bytes (letters, digits and . _ - : only)"},
     {"slow_consumer", OPT_STR, F(slow_consumer), 0, 0, "close",
      "a client that falls worker_buffer behind: close (1013, it resumes) or skip (gap notice)"},
     {"client_send_buffer", OPT_SIZE32, F(client_send_buffer), 4 * KB, 64 * MB, "64k",
@@ -66,6 +72,18 @@ static const struct option_def options[] = {
      "ping a client that has been silent this long"},
     {"idle_timeout", OPT_MS, F(idle_timeout_ms), 2000, 48 * HOUR_MS, "75s",
      "close a client silent this long (it did not answer pings)"},
+    /* strict RFC 6455 (ws-worker/worker_rfc6455.c, docs/rfc6455.md): each ping gets its pong */
+    {"client_ping_rate", OPT_INT, F(client_ping_rate), 0, 1000000, "100",
+     "pings per second a client gets answered on average (faster: close 1008); 0 = no cap"},
+    {"client_ping_burst", OPT_INT, F(client_ping_burst), 1, 1000000, "1000",
+     "pings a client gets answered at once before client_ping_rate applies"},
+    /* permessage-deflate (ws-worker/worker_deflate.c, docs/deflate.md) */
+    {"deflate", OPT_INT, F(deflate), 0, 1, "1",
+     "1 = permessage-deflate for clients that offer it (one deflate per broadcast), 0 = never"},
+    {"deflate_level", OPT_INT, F(deflate_level), 1, 9, "1",
+     "zlib level of that deflate: 1 fastest .. 9 smallest"},
+    {"deflate_threshold", OPT_SIZE32, F(deflate_threshold), 0, 256 * MB, "128",
+     "broadcasts shorter than this (bytes) go out uncompressed"},
     {"shutdown_timeout", OPT_MS, F(shutdown_timeout_ms), 100, HOUR_MS, "10s",
      "on stop, how long workers may drain before they are killed"},
     {"restart_spread", OPT_MS, F(restart_spread_ms), 0, HOUR_MS, "2s",
@@ -112,6 +130,51 @@ static const struct option_def options[] = {
      "Redis connect and command timeout; a slower Redis opens the circuit breaker"},
     {"redis_backoff_max", OPT_MS, F(redis_backoff_max_ms), 100, HOUR_MS, "5s",
      "longest wait between reconnection attempts to Redis (exponential, with jitter)"},
+    /* security (docs/security.md): checked by ws-worker/worker_auth*.c before the upgrade */
+    {"auth", OPT_STR, F(auth), 0, 0, "auto",
+     "auto (tokens required when a jwt_key is set), on (refuse to start without one) or off"},
+    {"jwt_key", OPT_LIST, F(jwt_keys), 0, 0, "",
+     "repeatable: <kid> <alg> <secret | file:PATH> for HS256/384/512, <kid> <alg> <PEM file> "
+     "for RS*/ES*"},
+    {"jwt_issuer", OPT_STR, F(jwt_issuer), 0, 0, "", "required iss claim; empty = not checked"},
+    {"jwt_audience", OPT_STR, F(jwt_audience), 0, 0, "",
+     "value the aud claim (string or array) must hold; empty = not checked"},
+    {"jwt_leeway", OPT_MS, F(jwt_leeway_ms), 0, HOUR_MS, "30s",
+     "clock skew allowed when checking exp and nbf"},
+    {"jwt_require_exp", OPT_INT, F(jwt_require_exp), 0, 1, "1",
+     "1 = a token without exp is refused, 0 = accepted"},
+    {"jwt_cookie", OPT_STR, F(jwt_cookie), 0, 0, "",
+     "name of a cookie that may carry the token; empty = none"},
+    {"allow_origin", OPT_LIST, F(allow_origins), 0, 0, "",
+     "repeatable: an allowed Origin (https://app.example.com) or pattern (https://*.example.com); "
+     "none = any origin"},
+    {"origin_missing", OPT_STR, F(origin_missing), 0, 0, "allow",
+     "a handshake without Origin (not a browser) when allow_origin is set: allow or deny"},
+    {"trusted_proxy", OPT_LIST, F(trusted_proxies), 0, 0, "",
+     "repeatable: address or CIDR of a proxy whose last X-Forwarded-For entry is the client"},
+    {"max_connections_per_ip", OPT_INT, F(max_connections_per_ip), 0, 65535, "0",
+     "connections one client address may hold across all workers (429 beyond); 0 = no limit"},
+    {"max_connections_per_user", OPT_INT, F(max_connections_per_user), 0, 65535, "0",
+     "connections one token subject may hold across all workers (429 beyond); 0 = no limit"},
+    {"client_message_rate", OPT_INT, F(client_message_rate), 0, 1000000, "20",
+     "messages per second a client may send on average (faster: close 1008); 0 = no limit"},
+    {"client_message_burst", OPT_INT, F(client_message_burst), 1, 1000000, "50",
+     "messages a client may send in a burst before client_message_rate applies"},
+    {"max_header_size", OPT_SIZE32, F(max_header_size), 1 * KB, 64 * KB, "8k",
+     "bytes of request line and headers a handshake may send (more: connection dropped)"},
+    {"handshake_timeout", OPT_MS, F(handshake_timeout_ms), 1000, 300000, "10s",
+     "time from accept to upgrade, TLS included (slow or idle handshakes are dropped)"},
+    {"tls_cert", OPT_STR, F(tls_cert), 0, 0, "",
+     "PEM certificate chain: workers speak TLS themselves (wss://); empty = plain ws://"},
+    {"tls_key", OPT_STR, F(tls_key), 0, 0, "", "PEM private key of tls_cert"},
+    {"tls_ciphers", OPT_STR, F(tls_ciphers), 0, 0,
+     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
+     "OpenSSL cipher list for TLS 1.2 (TLS 1.3 uses OpenSSL's AEAD suites)"},
+    {"tls_min_version", OPT_STR, F(tls_min_version), 0, 0, "1.2",
+     "oldest TLS version accepted: 1.2 or 1.3"},
+    {"admin_request_timeout", OPT_MS, F(admin_request_timeout_ms), 1000, 600000, "10s",
+     "wshub-admin: longest wait for a FastCGI request's data or its reader (stalled: dropped)"},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -185,6 +248,7 @@ static int parse_value(const struct option_def *o, const char *value, int64_t *o
         return 0;
     }
     case OPT_STR:
+    case OPT_LIST:
         break;
     }
     return -1;
@@ -201,9 +265,29 @@ static void store_number(struct conf *c, const struct option_def *o, int64_t v)
         *(uint32_t *)field = (uint32_t)v;
 }
 
+/* A list option: appends one entry, or clears the list for "". */
+static int option_list_add(struct conf *c, const struct option_def *o, const char *value, char *err,
+                           size_t errlen)
+{
+    struct conf_list *l = (struct conf_list *)((char *)c + o->offset);
+    if (value[0] == '\0') {
+        l->n = 0;
+        return 0;
+    }
+    if (l->n >= CONF_LIST_MAX || strlen(value) >= CONF_LIST_ITEM) {
+        snprintf(err, errlen, "option '%s': at most %d entries of up to %d characters", o->name,
+                 CONF_LIST_MAX, CONF_LIST_ITEM - 1);
+        return -1;
+    }
+    memcpy(l->item[l->n++], value, strlen(value) + 1);
+    return 0;
+}
+
 static int option_set(struct conf *c, const struct option_def *o, const char *value, char *err,
                       size_t errlen)
 {
+    if (o->type == OPT_LIST)
+        return option_list_add(c, o, value, err, errlen);
     if (o->type == OPT_STR) {
         if (strlen(value) >= o->size) {
             snprintf(err, errlen, "option '%s': value longer than %zu characters", o->name,
@@ -489,6 +573,71 @@ static int check_redis(const struct conf *c, char *err, size_t errlen)
     return 0;
 }
 
+/* Security options (docs/security.md): the syntax here, so `wshub -t` names the line; the
+ * worker loads the key files and parses origins fully at start (ws-worker/worker_auth.c). */
+static int check_word(const char *s, size_t min, size_t max, const char *extra)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max)
+        return -1;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && strchr(extra, *s) == NULL)
+            return -1;
+    return 0;
+}
+
+static int check_jwt_key(const struct conf *c, int i, char *err, size_t errlen)
+{
+    static const char *const algs[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
+                                       "RS512", "ES256", "ES384", "ES512"};
+    char kid[CONF_LIST_ITEM], alg[CONF_LIST_ITEM], rest[CONF_LIST_ITEM];
+    int ok = 0;
+    if (sscanf(c->jwt_keys.item[i], "%511s %511s %511[^\n]", kid, alg, rest) != 3)
+        return conf_fail(c, "jwt_key", err, errlen, "expected <kid> <alg> <secret or PEM file>");
+    if (check_word(kid, 1, 64, "._:-") < 0)
+        return conf_fail(c, "jwt_key", err, errlen, "kid '%.64s': 1..64 of [A-Za-z0-9._:-]", kid);
+    for (size_t k = 0; k < sizeof(algs) / sizeof(algs[0]); k++)
+        ok |= strcmp(alg, algs[k]) == 0;
+    if (!ok)
+        return conf_fail(c, "jwt_key", err, errlen,
+                         "algorithm '%.16s': use HS256/384/512, RS256/384/512, ES256/384/512", alg);
+    for (int j = 0; j < i; j++) {
+        char other[CONF_LIST_ITEM];
+        if (sscanf(c->jwt_keys.item[j], "%511s", other) == 1 && strcmp(other, kid) == 0)
+            return conf_fail(c, "jwt_key", err, errlen, "kid '%s' is given twice", kid);
+    }
+    return 0;
+}
+
+static int check_security(const struct conf *c, char *err, size_t errlen)
+{
+    if (strcmp(c->auth, "auto") != 0 && strcmp(c->auth, "on") != 0 && strcmp(c->auth, "off") != 0)
+        return conf_fail(c, "auth", err, errlen, "expected auto, on or off, got '%s'", c->auth);
+    if (strcmp(c->auth, "on") == 0 && c->jwt_keys.n == 0)
+        return conf_fail(c, "auth", err, errlen, "auth on needs at least one jwt_key");
+    for (int i = 0; i < c->jwt_keys.n; i++)
+        if (check_jwt_key(c, i, err, errlen) < 0)
+            return -1;
+    for (int i = 0; i < c->allow_origins.n; i++)
+        if (check_word(c->allow_origins.item[i], 1, 255, ":/.*-[]_") < 0)
+            return conf_fail(c, "allow_origin", err, errlen, "'%.64s' is not an origin",
+                             c->allow_origins.item[i]);
+    if (strcmp(c->origin_missing, "allow") != 0 && strcmp(c->origin_missing, "deny") != 0)
+        return conf_fail(c, "origin_missing", err, errlen, "expected allow or deny");
+    for (int i = 0; i < c->trusted_proxies.n; i++)
+        if (check_word(c->trusted_proxies.item[i], 2, 64, ":./") < 0)
+            return conf_fail(c, "trusted_proxy", err, errlen, "'%.64s' is not an address or CIDR",
+                             c->trusted_proxies.item[i]);
+    if (c->jwt_cookie[0] != '\0' && check_word(c->jwt_cookie, 1, 63, "!#$%&'*+-.^_`|~") < 0)
+        return conf_fail(c, "jwt_cookie", err, errlen, "not a cookie name");
+    if ((c->tls_cert[0] == '\0') != (c->tls_key[0] == '\0'))
+        return conf_fail(c, c->tls_cert[0] ? "tls_cert" : "tls_key", err, errlen,
+                         "tls_cert and tls_key go together");
+    if (strcmp(c->tls_min_version, "1.2") != 0 && strcmp(c->tls_min_version, "1.3") != 0)
+        return conf_fail(c, "tls_min_version", err, errlen, "expected 1.2 or 1.3");
+    return 0;
+}
+
 int conf_finalize(struct conf *c, char *err, size_t errlen)
 {
     char host[128];
@@ -525,6 +674,8 @@ int conf_finalize(struct conf *c, char *err, size_t errlen)
                          "must include 0600 and nothing beyond 0660, got %04o", c->shm_mode);
     }
     if (check_redis(c, err, errlen) < 0)
+        return -1;
+    if (check_security(c, err, errlen) < 0)
         return -1;
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -578,6 +729,17 @@ static int format_value(const struct conf *c, const struct option_def *o, char *
     case OPT_SIZE64:
         n = snprintf(out, outlen, "%llu", (unsigned long long)*(const uint64_t *)field);
         break;
+    case OPT_LIST: { /* entries one per line */
+        const struct conf_list *l = (const struct conf_list *)field;
+        size_t used = 0;
+        out[0] = '\0';
+        for (int i = 0; i < l->n && used < outlen; i++) {
+            n = snprintf(out + used, outlen - used, "%s%s", i ? "\n" : "", l->item[i]);
+            used += n < 0 ? outlen : (size_t)n;
+        }
+        n = (int)used;
+        break;
+    }
     }
     return n < 0 || (size_t)n >= outlen ? -1 : 0;
 }
@@ -587,6 +749,12 @@ void conf_dump(const struct conf *c, FILE *out)
     char value[CONF_PATH_MAX + 1];
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct option_def *o = &options[i];
+        if (o->type == OPT_LIST) {
+            const struct conf_list *l = (const struct conf_list *)((const char *)c + o->offset);
+            for (int k = 0; k < l->n; k++)
+                fprintf(out, "%-22s \"%s\"\n", o->name, l->item[k]);
+            continue;
+        }
         if (format_value(c, o, value, sizeof(value)) < 0)
             continue; /* cannot happen: every field fits CONF_PATH_MAX */
         if (o->type == OPT_STR)

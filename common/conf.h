@@ -16,11 +16,22 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CONF_DEFAULT_FILE  "/etc/wshub/wshub.conf"
-#define CONF_MAX_OVERRIDES 64
-#define CONF_MAX_OPTIONS   128
-#define CONF_MAX_WORKERS   32 /* per generation; a rolling restart runs two */
-#define CONF_PATH_MAX      256
+#define CONF_DEFAULT_FILE          "/etc/wshub/wshub.conf"
+#define CONF_MAX_OVERRIDES         64
+#define CONF_MAX_OPTIONS           128
+#define CONF_MAX_WORKERS           32 /* per generation; a rolling restart runs two */
+#define CONF_PATH_MAX              256
+#define CONF_WRITE_BUDGET  65536 /* bytes of whole frames a worker gathers into one write */
+#define CONF_MAX_CHANNELS_PER_CONN 24  /* fits the connection row's channel list (shm_layout.h) */
+#define CONF_LIST_MAX              16  /* entries of a list option (one line each, see below) */
+#define CONF_LIST_ITEM             512 /* longest entry of a list option */
+
+/* A list option: each line (or --name=value) naming it appends one entry; an empty value ("")
+ * clears the list. Used by the security options (jwt_key, allow_origin, trusted_proxy). */
+struct conf_list {
+    int n;
+    char item[CONF_LIST_MAX][CONF_LIST_ITEM];
+};
 
 struct conf {
     /* instance and processes */
@@ -36,11 +47,19 @@ struct conf {
     uint32_t max_message;          /* largest broadcast payload, bytes */
     uint64_t ring_size;            /* broadcast ring bytes (power of two) */
     uint64_t worker_buffer;        /* per-worker outgoing frame buffer, bytes (power of two) */
+    int max_channels;                /* distinct channels per worker */
+    int max_channels_per_connection; /* subscriptions per connection */
+    int max_channel_name;            /* longest channel name */
     char slow_consumer[8];         /* "close" (1013) or "skip" (gap notice) when a client lags */
     uint32_t client_send_buffer;   /* SO_SNDBUF of each client socket */
     uint32_t client_max_message;   /* largest message a client may send, bytes */
     uint32_t ping_interval_ms;     /* ping a connection silent for this long */
     uint32_t idle_timeout_ms;      /* close a connection silent for this long */
+    uint32_t client_ping_rate;     /* pings per second answered per client (0 = no cap) */
+    uint32_t client_ping_burst;    /* pings answered at once before the rate applies */
+    int deflate;                   /* 1: permessage-deflate for clients that offer it */
+    int deflate_level;             /* zlib level of the one deflate per broadcast, 1-9 */
+    uint32_t deflate_threshold;    /* broadcasts shorter than this go out uncompressed */
     uint32_t shutdown_timeout_ms;  /* drain deadline on stop before workers are killed */
     uint32_t restart_spread_ms;    /* rolling restart: old workers' 1012 closes spread over this */
     uint32_t respawn_delay_max_ms; /* cap of the crash-loop backoff */
@@ -70,6 +89,28 @@ struct conf {
     uint64_t redis_backlog;        /* bytes of local messages kept while Redis is unreachable */
     uint32_t redis_timeout_ms;     /* connect and command timeout; slower trips the breaker */
     uint32_t redis_backoff_max_ms; /* cap of the reconnect backoff */
+    /* security: admission before the upgrade, limits, TLS (docs/security.md) */
+    char auth[8];                      /* auto (on iff jwt_key is set), on, off */
+    struct conf_list jwt_keys;         /* "<kid> <alg> <secret | file:PATH | PEM path>" */
+    char jwt_issuer[256];              /* required iss, "" = not checked */
+    char jwt_audience[256];            /* required in aud, "" = not checked */
+    uint32_t jwt_leeway_ms;            /* clock skew allowed on exp and nbf */
+    int jwt_require_exp;               /* 1: a token without exp is refused */
+    char jwt_cookie[64];               /* cookie carrying the token, "" = none */
+    struct conf_list allow_origins;    /* Origin allowlist, exact or *.domain; empty = any */
+    char origin_missing[8];            /* allow or deny a handshake without Origin */
+    struct conf_list trusted_proxies;  /* addresses/CIDRs whose X-Forwarded-For is believed */
+    int max_connections_per_ip;        /* 0 = unlimited */
+    int max_connections_per_user;      /* 0 = unlimited */
+    int client_message_rate;           /* messages per second a client may send, 0 = unlimited */
+    int client_message_burst;          /* messages a client may send at once */
+    uint32_t max_header_size;          /* bytes of request headers in a handshake */
+    uint32_t handshake_timeout_ms;     /* from accept to upgrade (TLS included) */
+    char tls_cert[CONF_PATH_MAX];      /* PEM certificate chain; "" = plain ws:// */
+    char tls_key[CONF_PATH_MAX];       /* its PEM private key */
+    char tls_ciphers[512];             /* OpenSSL cipher list for TLS 1.2 */
+    char tls_min_version[8];           /* 1.2 or 1.3 */
+    uint32_t admin_request_timeout_ms; /* wshub-admin: read/write timeout, body deadline */
 
     /* Not options: where values came from, for forwarding to child processes. */
     char file[CONF_PATH_MAX];     /* config file read, "" if none */

@@ -57,7 +57,8 @@ install-dist: $(DIST)/wshub.conf.5
 	    -e 's|@UNITDIR@|$(UNITDIR)|g' packaging/wshub.service.in > $(DIST)/wshub.service
 	sed -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/wshub.logrotate.in > $(DIST)/wshub.logrotate
 	rm -rf $(DIST)/nginx && $(PYTHON) scripts/render-nginx.py --prefix $(DIST)/nginx \
-	    --listen 80 --server-name localhost --wshub-conf $(DIST)/wshub.conf
+	    --listen 80 --server-name localhost --wshub-conf $(DIST)/wshub.conf \
+	    --access-log /var/log/nginx/wshub-access.log
 	{ sed 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/nginx-site-header.in; \
 	  cat $(DIST)/nginx/wshub.conf; } > $(DIST)/nginx-site
 ifneq ($(HAVE_APACHE),)
@@ -94,7 +95,8 @@ install: $(BINS) $(CTL) install-dist
 	$(INSTALL) -m 0755 scripts/render-nginx.py $(D)$(DATADIR)/scripts/
 	$(INSTALL) -m 0644 packaging/man/wshub.8 packaging/man/wshubctl.8 $(D)$(MANDIR)/man8/
 	$(INSTALL) -m 0644 $(DIST)/wshub.conf.5 $(D)$(MANDIR)/man5/
-	$(INSTALL) -m 0644 README.md docs/design.md $(D)$(DOCDIR)/
+	$(INSTALL) -m 0644 README.md docs/design.md docs/upgrade.md docs/protocol.md \
+		docs/security.md $(D)$(DOCDIR)/
 	$(INSTALL) -m 0644 packaging/README.md $(D)$(DOCDIR)/README.packaging.md
 ifneq ($(HAVE_APACHE),)
 	$(INSTALL) -d $(D)$(DATADIR)/apache-conf $(D)$(DATADIR)/htdocs \

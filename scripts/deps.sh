@@ -17,15 +17,19 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config
     libwebsockets-dev libwebsockets-evlib-ev libev-dev libfcgi-dev zlib1g-dev libssl-dev
-    libhiredis-dev libjwt-dev
+    libhiredis-dev libjwt-dev libjansson-dev
     nginx
     apache2 libapache2-mod-fcgid
     python3 python3-pytest python3-websockets python3-redis
     curl procps iproute2 openssl util-linux
     # for the tests: the stats page in headless Chromium, `promtool check metrics`
     chromium prometheus
+    # for the security tests (tests/test_security.py): RS256/ES256 tokens and keys
+    python3-jwt python3-cryptography
     # for the tests of the Redis bridge (tests/test_redis_bridge.py starts its own redis-server)
     redis-server
+    # make fuzz (fuzz/README.md): clang with libFuzzer and the sanitizer runtimes
+    clang libclang-rt-14-dev
     # make deb (dpkg-shlibdeps) and tests/test_install.py (groff, systemd-analyze, a systemd)
     dpkg-dev groff-base systemd adduser
 )

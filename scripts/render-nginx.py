@@ -123,6 +123,8 @@ def parse_args(argv):
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--error-log-level", default="warn")
+    p.add_argument("--access-log", help="access log of the WebSocket location (default: "
+                   "PREFIX/access.log); written without query strings, which may carry tokens")
     p.add_argument("--templates", default=os.path.join(REPO, "nginx-conf"))
     return p.parse_args(argv)
 
@@ -176,6 +178,7 @@ def main(argv):
         "TLS_LISTEN": tls_lines(args),
         "SERVER_NAME": args.server_name,
         "ADMIN_ALLOW": "\n".join("        allow %s;" % a for a in allow),
+        "ACCESS_LOG": args.access_log or os.path.join(prefix, "access.log"),
     }
     values.update(wshub_side(args))
 

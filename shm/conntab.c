@@ -96,7 +96,7 @@ static void conntab_set_addr(struct shm_conn *c, const struct sockaddr *addr)
 }
 
 uint32_t conntab_claim(struct shm *s, unsigned worker, uint32_t gen, const struct sockaddr *addr,
-                       const char *user, const char *channel)
+                       const char *user)
 {
     struct shm_conntab_ctl *ct = &s->hdr->conntab;
     struct shm_conn *c;
@@ -121,7 +121,7 @@ uint32_t conntab_claim(struct shm *s, unsigned worker, uint32_t gen, const struc
     c->worker_generation = gen;
     conntab_set_addr(c, addr);
     conntab_copy_str(c->user, sizeof(c->user), user);
-    conntab_copy_str(c->channel, sizeof(c->channel), channel);
+    atomic_store_explicit(&c->nchan, 0, memory_order_relaxed); /* channels: worker_channels.c */
     c->connected_at_ms = shm_now_ms();
     atomic_store_explicit(&c->last_seen_ms, c->connected_at_ms, memory_order_relaxed);
     atomic_store_explicit(&c->messages_out, 0, memory_order_relaxed);
@@ -214,7 +214,11 @@ static void conntab_copy_row(const struct shm_conn *c, struct shm_conn *out)
     out->remote_port = c->remote_port;
     memcpy(out->remote_addr, c->remote_addr, sizeof(out->remote_addr));
     memcpy(out->user, c->user, sizeof(out->user));
-    memcpy(out->channel, c->channel, sizeof(out->channel));
+    out->nchan = atomic_load_explicit(&c->nchan, memory_order_relaxed);
+    for (unsigned i = 0; i < SHM_CONN_CHANNELS; i++)
+        out->chan[i] = atomic_load_explicit(&c->chan[i], memory_order_relaxed);
+    if (out->nchan > SHM_CONN_CHANNELS)
+        out->nchan = SHM_CONN_CHANNELS;
 }
 
 int conntab_read(const struct shm *s, uint32_t idx, struct shm_conn *out)
@@ -233,7 +237,6 @@ int conntab_read(const struct shm *s, uint32_t idx, struct shm_conn *out)
         return 0;
     /* A row copied mid-update could lack its NULs; the owner always writes them. */
     out->user[sizeof(out->user) - 1] = '\0';
-    out->channel[sizeof(out->channel) - 1] = '\0';
     out->conn_id = id;
     return 1;
 }

@@ -22,7 +22,7 @@
  * publishes a fresh conn_id. `addr` may be NULL. Returns the row index, or CONNTAB_NONE with
  * errno ENOSPC when the table is full. */
 uint32_t conntab_claim(struct shm *s, unsigned worker, uint32_t gen, const struct sockaddr *addr,
-                       const char *user, const char *channel);
+                       const char *user);
 
 /* Frees a row the caller owns. Returns 0, or -1 with errno EINVAL if idx is out of range or
  * already free. */

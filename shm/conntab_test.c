@@ -41,7 +41,7 @@ static void test_claim_free(void)
 
     test_create(&s, name, CAP, RING_SZ, MAXPAY);
     for (int i = 0; i < CAP; i++) {
-        rows[i] = conntab_claim(&s, 1, 7, NULL, "u", "c");
+        rows[i] = conntab_claim(&s, 1, 7, NULL, "u");
         REQUIRE(rows[i] != CONNTAB_NONE, "claim %d: %s", i, strerror(errno));
         CHECK(rows[i] < CAP && !seen[rows[i]], "row %u handed out twice", rows[i]);
         seen[rows[i]] = 1;
@@ -50,7 +50,7 @@ static void test_claim_free(void)
     }
     CHECK(rows[0] == 0 && rows[1] == 1, "table does not fill from the front");
     errno = 0;
-    CHECK(conntab_claim(&s, 1, 7, NULL, NULL, NULL) == CONNTAB_NONE && errno == ENOSPC,
+    CHECK(conntab_claim(&s, 1, 7, NULL, NULL) == CONNTAB_NONE && errno == ENOSPC,
           "full table accepted a claim");
     CHECK(conntab_in_use(&s) == CAP, "in_use %u", conntab_in_use(&s));
     check_accounting(&s, "full");
@@ -62,13 +62,12 @@ static void test_claim_free(void)
     CHECK(conntab_free(&s, rows[42]) == -1 && errno == EINVAL, "double free accepted");
     errno = 0;
     CHECK(conntab_free(&s, CAP) == -1 && errno == EINVAL, "out-of-range free accepted");
-    uint32_t again = conntab_claim(&s, 2, 8, NULL, NULL, NULL);
+    uint32_t again = conntab_claim(&s, 2, 8, NULL, NULL);
     CHECK(again == rows[42], "stack did not return the freed row (%u)", again);
     CHECK(conntab_read(&s, again, &c) == 1 && c.conn_id > last_id && c.worker == 2,
           "re-claimed row id %llu not fresh", (unsigned long long)c.conn_id);
     errno = 0;
-    CHECK(conntab_claim(&s, SHM_MAX_WORKERS, 1, NULL, NULL, NULL) == CONNTAB_NONE &&
-              errno == EINVAL,
+    CHECK(conntab_claim(&s, SHM_MAX_WORKERS, 1, NULL, NULL) == CONNTAB_NONE && errno == EINVAL,
           "worker slot out of range accepted");
     for (int i = 0; i < CAP; i++)
         CHECK(conntab_free(&s, i == 42 ? again : rows[i]) == 0, "free %d", i);
@@ -95,22 +94,22 @@ static void test_identity(void)
 
     test_create(&s, name, 8, RING_SZ, MAXPAY);
     uint64_t before = shm_now_ms();
-    uint32_t a = conntab_claim(&s, 3, 9, (struct sockaddr *)&v4, "alice", "news");
-    uint32_t b = conntab_claim(&s, 4, 10, (struct sockaddr *)&v6, longuser, NULL);
-    uint32_t m = conntab_claim(&s, 4, 10, (struct sockaddr *)&mapped, NULL, "");
-    uint32_t n = conntab_claim(&s, 4, 10, NULL, "", "");
+    uint32_t a = conntab_claim(&s, 3, 9, (struct sockaddr *)&v4, "alice");
+    uint32_t b = conntab_claim(&s, 4, 10, (struct sockaddr *)&v6, longuser);
+    uint32_t m = conntab_claim(&s, 4, 10, (struct sockaddr *)&mapped, NULL);
+    uint32_t n = conntab_claim(&s, 4, 10, NULL, "");
     REQUIRE(a != CONNTAB_NONE && b != CONNTAB_NONE && m != CONNTAB_NONE && n != CONNTAB_NONE,
             "claims");
 
     REQUIRE(conntab_read(&s, a, &c) == 1, "read a");
     CHECK(c.worker == 3 && c.worker_generation == 9 && c.state == SHM_CONN_OPEN, "a identity");
-    CHECK(strcmp(c.user, "alice") == 0 && strcmp(c.channel, "news") == 0, "a strings");
+    CHECK(strcmp(c.user, "alice") == 0 && c.nchan == 0, "a strings");
     CHECK(c.connected_at_ms >= before && c.last_seen_ms == c.connected_at_ms, "a times");
     conntab_format_addr(&c, buf, sizeof(buf));
     CHECK(strcmp(buf, "192.0.2.17:5678") == 0, "a addr %s", buf);
 
     REQUIRE(conntab_read(&s, b, &c) == 1, "read b");
-    CHECK(strlen(c.user) == sizeof(c.user) - 1 && c.channel[0] == '\0', "b strings truncated");
+    CHECK(strlen(c.user) == sizeof(c.user) - 1, "b strings truncated");
     conntab_format_addr(&c, buf, sizeof(buf));
     CHECK(strcmp(buf, "[2001:db8::1]:443") == 0, "b addr %s", buf);
 
@@ -130,7 +129,7 @@ static void test_identity(void)
           "row counters");
     /* a re-claimed row starts from zero */
     conntab_free(&s, a);
-    uint32_t a2 = conntab_claim(&s, 3, 9, NULL, "bob", NULL);
+    uint32_t a2 = conntab_claim(&s, 3, 9, NULL, "bob");
     REQUIRE(a2 == a && conntab_read(&s, a2, &c) == 1, "reclaim a");
     CHECK(c.messages_out == 0 && c.bytes_out == 0 && strcmp(c.user, "bob") == 0 &&
               c.addr_family == AF_UNSPEC,
@@ -146,11 +145,11 @@ static void test_reclaim_worker(void)
     test_create(&s, name, 32, RING_SZ, MAXPAY);
     struct shm_worker *w1 = shm_worker(&s, 1);
     for (int i = 0; i < 5; i++)
-        conntab_claim(&s, 1, 1, NULL, NULL, NULL); /* old generation of slot 1 */
+        conntab_claim(&s, 1, 1, NULL, NULL); /* old generation of slot 1 */
     for (int i = 0; i < 3; i++)
-        conntab_claim(&s, 1, 2, NULL, NULL, NULL); /* current generation */
+        conntab_claim(&s, 1, 2, NULL, NULL); /* current generation */
     for (int i = 0; i < 4; i++)
-        conntab_claim(&s, 2, 1, NULL, NULL, NULL); /* another slot */
+        conntab_claim(&s, 2, 1, NULL, NULL); /* another slot */
     w1->stats.connections = 8;
     CHECK(conntab_in_use(&s) == 12, "setup");
 
@@ -180,7 +179,7 @@ static void test_kick(void)
     struct shm_conn c;
 
     test_create(&s, name, 8, RING_SZ, MAXPAY);
-    uint32_t row = conntab_claim(&s, 3, 1, NULL, "alice", "");
+    uint32_t row = conntab_claim(&s, 3, 1, NULL, "alice");
     REQUIRE(row != CONNTAB_NONE && conntab_read(&s, row, &c) == 1, "claim");
     uint64_t id = c.conn_id;
     CHECK(conntab_find(&s, id) == row && conntab_find(&s, id + 1) == CONNTAB_NONE &&
@@ -193,7 +192,7 @@ static void test_kick(void)
     CHECK(conntab_free(&s, row) == 0, "free");
     errno = 0;
     CHECK(conntab_kick(&s, row, id, 1008) == -1 && errno == ESRCH, "kick of a freed row");
-    uint32_t again = conntab_claim(&s, 4, 1, NULL, "bob", "");
+    uint32_t again = conntab_claim(&s, 4, 1, NULL, "bob");
     CHECK(again == row, "the row is reused (LIFO free stack)");
     CHECK(conntab_read(&s, again, &c) == 1 && c.kick_code == 0, "claim kept an old kick_code");
     errno = 0;
@@ -229,8 +228,7 @@ static void churn(const char *name, _Atomic int *stop, _Atomic uint64_t *churned
             _exit(2);
         uint64_t id = s.hdr->conntab.next_conn_id;
         pattern_for(id, user, sizeof(user), chan, sizeof(chan));
-        held[k] =
-            conntab_claim(&s, (unsigned)(id % SHM_MAX_WORKERS), (uint32_t)id, NULL, user, chan);
+        held[k] = conntab_claim(&s, (unsigned)(id % SHM_MAX_WORKERS), (uint32_t)id, NULL, user);
         if (held[k] == CONNTAB_NONE || shm_conn(&s, held[k])->conn_id != id)
             _exit(3);
         atomic_store(churned, ++n);
@@ -260,8 +258,7 @@ static void test_concurrent_read(void)
                 continue;
             }
             pattern_for(c.conn_id, user, sizeof(user), chan, sizeof(chan));
-            if (strcmp(c.user, user) || strcmp(c.channel, chan) ||
-                c.worker_generation != (uint32_t)c.conn_id ||
+            if (strcmp(c.user, user) || c.worker_generation != (uint32_t)c.conn_id ||
                 c.worker != c.conn_id % SHM_MAX_WORKERS || c.state != SHM_CONN_OPEN)
                 torn++;
             else
@@ -323,14 +320,14 @@ static void test_crash_in_lock(enum crash_point where, const char *tag)
     test_create(&s, name, CAP, RING_SZ, MAXPAY);
     uint32_t victim = CONNTAB_NONE;
     for (int i = 0; i < 5; i++)
-        victim = conntab_claim(&s, 1, 1, NULL, NULL, NULL);
+        victim = conntab_claim(&s, 1, 1, NULL, NULL);
     pid_t pid = test_fork();
     if (pid == 0)
         child_die_in_lock(name, where, victim);
     int st = test_wait(pid, 5000);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: child did not die by SIGKILL", tag);
 
-    uint32_t r = conntab_claim(&s, 2, 1, NULL, NULL, NULL);
+    uint32_t r = conntab_claim(&s, 2, 1, NULL, NULL);
     CHECK(r != CONNTAB_NONE, "%s: claim after crash failed: %s", tag, strerror(errno));
     CHECK(s.hdr->conntab.lock_recoveries == 1, "%s: lock_recoveries %llu", tag,
           (unsigned long long)s.hdr->conntab.lock_recoveries);
@@ -341,7 +338,7 @@ static void test_crash_in_lock(enum crash_point where, const char *tag)
     CHECK(conntab_in_use(&s) == want_in_use, "%s: in_use %u, want %u", tag, conntab_in_use(&s),
           want_in_use);
     uint32_t more = 0;
-    while (conntab_claim(&s, 3, 1, NULL, NULL, NULL) != CONNTAB_NONE)
+    while (conntab_claim(&s, 3, 1, NULL, NULL) != CONNTAB_NONE)
         more++;
     CHECK(more == CAP - want_in_use, "%s: only %u more rows claimable, want %u", tag, more,
           CAP - want_in_use);

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "connlimit.h"
 #include "log.h"
 
 #define SHM_NAME_PREFIX       "/wshub-"
@@ -40,7 +41,9 @@
 
 /* Region offsets derived from the sizing parameters. */
 struct shm_geometry {
-    uint64_t off_workers, off_conn_free, off_conns, off_ring, total_size;
+    uint64_t off_workers, off_conn_free, off_conns, off_ring, off_limits, off_channels,
+        total_size;
+    uint32_t limits_capacity; /* entries of the connection-limits table (layout 4) */
 };
 
 static void shm_err(char *err, size_t errlen, const char *fmt, ...)
@@ -108,6 +111,11 @@ static int shm_params_check(const struct shm_params *p, char *err, size_t errlen
                 SHM_MAX_CONN_CAPACITY);
         return -1;
     }
+    if (p->channels_per_worker > SHM_MAX_CHANNELS) {
+        shm_err(err, errlen, "channels per worker %" PRIu32 " out of range 0..%u",
+                p->channels_per_worker, SHM_MAX_CHANNELS);
+        return -1;
+    }
     if (p->max_payload < 1) {
         shm_err(err, errlen, "max payload must be at least 1 byte");
         return -1;
@@ -135,7 +143,14 @@ static void shm_geometry_of(const struct shm_params *p, struct shm_geometry *g)
                             SHM_REGION_ALIGN);
     g->off_ring = align_up(g->off_conns + (uint64_t)p->conn_capacity * sizeof(struct shm_conn),
                            SHM_REGION_ALIGN);
-    g->total_size = align_up(g->off_ring + p->ring_capacity, SHM_REGION_ALIGN);
+    g->off_limits = align_up(g->off_ring + p->ring_capacity, SHM_REGION_ALIGN);
+    g->limits_capacity = connlimit_capacity_for(p->conn_capacity);
+    g->off_channels =
+        align_up(g->off_limits + connlimit_region_size(g->limits_capacity), SHM_REGION_ALIGN);
+    g->total_size = align_up(g->off_channels + (uint64_t)SHM_MAX_WORKERS *
+                                                   p->channels_per_worker *
+                                                   sizeof(struct shm_channel),
+                             SHM_REGION_ALIGN);
 }
 
 /* ---- creation ---- */
@@ -250,7 +265,16 @@ static int shm_init_segment(struct shm *s, const struct shm_params *p, const str
     h->off_conn_free = g->off_conn_free;
     h->off_conns = g->off_conns;
     h->off_ring = g->off_ring;
+    h->off_limits = g->off_limits;
+    h->off_channels = g->off_channels;
+    h->channels_per_worker = p->channels_per_worker;
+    h->channel_size = sizeof(struct shm_channel);
 
+    if ((rc = connlimit_init(s, g->limits_capacity)) != 0) {
+        errno = rc;
+        shm_err_sys(err, errlen, "connlimit_init", s->name);
+        return -1;
+    }
     if ((rc = shm_mutex_init(&h->ring.lock)) != 0 || (rc = shm_mutex_init(&h->conntab.lock)) != 0) {
         errno = rc;
         shm_err_sys(err, errlen, "pthread_mutex_init", s->name);
@@ -358,7 +382,8 @@ static int shm_header_check(const struct shm_header *h, uint64_t mapped, const c
         return -1;
     }
     if (h->header_size != sizeof(*h) || h->worker_size != sizeof(struct shm_worker) ||
-        h->conn_size != sizeof(struct shm_conn) || h->max_workers != SHM_MAX_WORKERS) {
+        h->conn_size != sizeof(struct shm_conn) || h->max_workers != SHM_MAX_WORKERS ||
+        h->channel_size != sizeof(struct shm_channel)) {
         shm_err(err, errlen,
                 "%s: structure sizes differ (header %" PRIu32 "/%zu, worker %" PRIu32
                 "/%zu, conn %" PRIu32 "/%zu, workers %" PRIu32 "/%d; segment/binary)",
@@ -369,13 +394,16 @@ static int shm_header_check(const struct shm_header *h, uint64_t mapped, const c
     p.conn_capacity = h->conn_capacity;
     p.ring_capacity = h->ring.capacity;
     p.max_payload = h->ring.max_payload;
+    p.channels_per_worker = h->channels_per_worker;
     if (h->conntab.capacity != h->conn_capacity || shm_params_check(&p, NULL, 0) < 0) {
         shm_err(err, errlen, "%s: corrupt sizing parameters in the header", name);
         return -1;
     }
     shm_geometry_of(&p, &g);
     if (h->off_workers != g.off_workers || h->off_conn_free != g.off_conn_free ||
-        h->off_conns != g.off_conns || h->off_ring != g.off_ring || h->total_size != g.total_size ||
+        h->off_conns != g.off_conns || h->off_ring != g.off_ring || h->off_limits != g.off_limits ||
+        h->limits.capacity != g.limits_capacity || h->off_channels != g.off_channels ||
+        h->total_size != g.total_size ||
         mapped != g.total_size) {
         shm_err(err, errlen,
                 "%s: region offsets or total size differ (total %" PRIu64 " in header, %" PRIu64
@@ -514,6 +542,12 @@ uint32_t *shm_conn_free_stack(const struct shm *s)
 uint8_t *shm_ring_data(const struct shm *s)
 {
     return (uint8_t *)s->hdr + s->hdr->off_ring;
+}
+
+struct shm_channel *shm_channel(const struct shm *s, unsigned slot, uint32_t i)
+{
+    struct shm_channel *t = (struct shm_channel *)((char *)s->hdr + s->hdr->off_channels);
+    return &t[(uint64_t)slot * s->hdr->channels_per_worker + i];
 }
 
 uint64_t shm_now_ms(void)

@@ -20,7 +20,10 @@ struct shm_params {
     uint32_t conn_capacity; /* rows in the connection table, >= 1 */
     uint64_t ring_capacity; /* bytes, power of two, >= 4 * (max_payload + 4 KiB) */
     uint32_t max_payload;   /* bytes, >= 1 */
+    uint32_t channels_per_worker; /* presence entries per worker slot, 0..SHM_MAX_CHANNELS */
 };
+
+#define SHM_MAX_CHANNELS 1000000
 
 /* One process's view of the segment. */
 struct shm {
@@ -59,6 +62,8 @@ struct shm_worker *shm_worker(const struct shm *s, unsigned slot);
 struct shm_conn *shm_conn(const struct shm *s, uint32_t index);
 uint32_t *shm_conn_free_stack(const struct shm *s);
 uint8_t *shm_ring_data(const struct shm *s);
+/* Entry i (< hdr->channels_per_worker) of worker slot `slot`'s channel table. */
+struct shm_channel *shm_channel(const struct shm *s, unsigned slot, uint32_t i);
 
 /* Clocks used throughout the layout. */
 uint64_t shm_now_ms(void);  /* CLOCK_REALTIME, milliseconds */

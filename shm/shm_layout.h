@@ -8,6 +8,13 @@
  * shm_worker.kicks_pending), the broadcast size histogram, admin_csrf_key and SHM_CLOSE_ADMIN.
  * Version 3 added the Redis bridge (docs/redis-bridge.md): ring flags OUTBOX, HISTORY, BRIDGE and
  * STREAM_ID (a record may carry its cluster stream id) and shm_header.bridge.
+ * Version 4 added admission control (docs/security.md): the limits table (shm_header.limits and
+ * the region at off_limits: connections per client address and per user, counted across all
+ * workers, shm/connlimit.c), finer handshake rejection reasons (AUTH_MISSING, AUTH_EXPIRED,
+ * ORIGIN_MISSING, LIMIT_USER) and shm_worker.security (what a worker enforces, for the page);
+ * and channel presence (ws-worker/worker_channels.c): per worker slot a table of the channels its
+ * connections subscribe to (region at off_channels), shm_worker.channels_hwm, and the connection
+ * row's channel list (shm_conn.chan, which replaced the single channel name).
  *
  * Rules for everything below: fixed-width types only, no pointers (each process maps the segment
  * at its own address; regions are found by offsets), no bool, every field commented with who
@@ -24,6 +31,10 @@
  *   | shm_conn[cap]      |  connection table, one row per connection
  *   +--------------------+ off_ring
  *   | ring bytes         |  broadcast ring data, ring_capacity bytes (a power of two)
+ *   +--------------------+ off_limits
+ *   | shm_limit_entry[n] |  per-address / per-user connection counts (under limits lock)
+ *   +--------------------+ off_channels
+ *   | shm_channel[64][m] |  per worker slot: its channels, subscribers and rates (owner writes)
  *   +--------------------+ total_size
  */
 #ifndef WSHUB_SHM_LAYOUT_H
@@ -35,7 +46,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC          0x315542485357ULL /* "WSHUB1" little-endian */
-#define SHM_LAYOUT_VERSION 3
+#define SHM_LAYOUT_VERSION 4
 #define SHM_MAX_WORKERS    64 /* slots, not processes: a rolling restart uses old + new */
 #define SHM_CACHE_LINE     64
 #define SHM_REGION_ALIGN   4096
@@ -60,14 +71,18 @@ enum shm_close_reason {
 
 /* Why a handshake was refused before the upgrade. */
 enum shm_reject_reason {
-    SHM_REJECT_BAD_PATH = 0, /* not the configured ws path: 404 */
-    SHM_REJECT_BAD_REQUEST,  /* malformed upgrade request: 400 */
-    SHM_REJECT_TABLE_FULL,   /* connection table has no free slot: 503 */
-    SHM_REJECT_WORKER_FULL,  /* this worker is at its connection cap: 503 */
-    SHM_REJECT_ORIGIN,       /* origin not allowed: 403 */
-    SHM_REJECT_AUTH,         /* missing or invalid token: 401 */
-    SHM_REJECT_LIMIT,        /* per-IP / per-user limit: 429 */
-    SHM_REJECT_DRAINING,     /* worker is shutting down */
+    SHM_REJECT_BAD_PATH = 0,   /* not the configured ws path: 404 */
+    SHM_REJECT_BAD_REQUEST,    /* malformed upgrade request: 400 */
+    SHM_REJECT_TABLE_FULL,     /* connection table has no free slot: 503 */
+    SHM_REJECT_WORKER_FULL,    /* this worker is at its connection cap: 503 */
+    SHM_REJECT_ORIGIN,         /* origin not allowed: 403 */
+    SHM_REJECT_AUTH,           /* missing or invalid token: 401 */
+    SHM_REJECT_LIMIT,          /* per-IP / per-user limit: 429 */
+    SHM_REJECT_DRAINING,       /* worker is shutting down */
+    SHM_REJECT_AUTH_MISSING,   /* no token where one is required: 401 (layout 4) */
+    SHM_REJECT_AUTH_EXPIRED,   /* token past exp or before nbf: 401 (layout 4) */
+    SHM_REJECT_ORIGIN_MISSING, /* no Origin header and origin_missing deny: 403 (layout 4) */
+    SHM_REJECT_LIMIT_USER,     /* per-user connection limit: 429 (layout 4) */
     SHM_REJECT_REASON_COUNT
 };
 
@@ -116,10 +131,25 @@ struct shm_worker {
     _Atomic uint64_t last_exit_at_ms; /* hub */
     _Atomic uint64_t kicks_pending;   /* admin: +1 after setting a row's kick_code; the worker
                                          scans its rows when the value changes */
+    _Atomic uint32_t security;        /* worker, at start: SHM_SEC_* of what it enforces (layout 4;
+                                         fits the first line's padding) */
+    _Atomic uint32_t channels_hwm;    /* worker: entries [0, hwm) of its channel table have been
+                                         used; readers scan no further (the rest is untouched) */
     alignas(SHM_CACHE_LINE) struct shm_worker_stats stats; /* worker writes */
 };
 
+/* shm_worker.security: what the worker's configuration makes it enforce (docs/security.md). */
+#define SHM_SEC_SET        0x01 /* the worker has written this word */
+#define SHM_SEC_AUTH       0x02 /* tokens are required (jwt_key configured, auth not off) */
+#define SHM_SEC_AUTH_OFF   0x04 /* "auth off" in the configuration, keys or not */
+#define SHM_SEC_ORIGIN     0x08 /* an Origin allowlist is enforced */
+#define SHM_SEC_TLS        0x10 /* the worker speaks TLS itself (wss:// direct) */
+#define SHM_SEC_LIMIT_ADDR 0x20 /* max_connections_per_ip is enforced */
+#define SHM_SEC_LIMIT_USER 0x40 /* max_connections_per_user is enforced */
+
 /* ---- Connection table row ---- */
+
+#define SHM_CONN_CHANNELS 24 /* channels a row lists (max_channels_per_connection's ceiling) */
 
 enum shm_conn_state {
     SHM_CONN_FREE = 0, /* on the free stack */
@@ -149,8 +179,14 @@ struct shm_conn {
     _Atomic uint16_t kick_code;
     uint8_t remote_addr[16]; /* network byte order; IPv4 in the first 4 bytes */
     uint32_t reserved1;
-    char user[48];    /* authenticated user id, NUL-terminated, "" if none */
-    char channel[56]; /* subscribed channel, NUL-terminated, "" = all */
+    char user[48]; /* authenticated user id, NUL-terminated, "" if none */
+    /* owner, at any time (not under the conn_id seqlock: a reader may see a list in the middle
+     * of a change, which presence counts tolerate): the channels this connection subscribes to,
+     * as indexes into the owning worker slot's channel table */
+    _Atomic uint8_t nchan;
+    uint8_t reserved2;
+    _Atomic uint16_t chan[SHM_CONN_CHANNELS];
+    uint8_t reserved3[6];
 };
 
 /* ---- Broadcast ring ---- */
@@ -162,7 +198,7 @@ struct shm_conn {
 #define RING_REC_MSG         1      /* a broadcast */
 #define RING_REC_PAD         2      /* filler: skip `size` bytes */
 #define RING_F_BINARY        0x0001 /* payload is binary (else UTF-8 text) */
-#define RING_MAX_CHANNEL_LEN 55     /* fits shm_conn.channel with its NUL */
+#define RING_MAX_CHANNEL_LEN 55     /* fits shm_channel.name with its NUL */
 
 /* ---- Redis bridge flags (layout 3; hub/hub_redis.c, docs/redis-bridge.md) ----
  * OUTBOX: a producer's message while the cluster bridge is healthy; not for delivery, the bridge
@@ -281,6 +317,51 @@ struct shm_bridge {
     char node[SHM_BRIDGE_NODE_LEN];        /* this node's id; written before state leaves OFF */
 };
 
+/* ---- Limits table (layout 4; shm/connlimit.c) ----
+ *
+ * Connections per client address and per user, across every worker. Open addressing with
+ * linear probing over a power-of-two array, all under `lock` (taken at connection rate, like the
+ * connection table's). An entry counts the connections one worker process holds for one key, so
+ * the count of a key is the sum over its entries whose process is still the one in that worker
+ * slot: a worker that dies, or is cut at a drain deadline and exits without releasing, stops
+ * counting at once without anybody cleaning up after it, and its entries are removed by the next
+ * probe that meets them. Keys are SipHash-2-4 of (kind, address or user id) under a random key
+ * made with the segment, so clients cannot aim collisions; 0 marks an empty entry. */
+struct shm_limit_entry {
+    uint64_t key;   /* 0 = empty */
+    int32_t pid;    /* the worker process holding these connections */
+    uint16_t slot;  /* its worker slot: the entry counts while shm_worker(slot)->pid == pid */
+    uint16_t count; /* connections (limits are at most 65535) */
+};
+
+struct shm_limits_ctl {
+    alignas(SHM_CACHE_LINE) pthread_mutex_t lock; /* robust, process-shared; workers only */
+    uint32_t capacity;                            /* entries, a power of two; set at creation */
+    uint32_t used;                                /* non-empty entries (under lock) */
+    uint64_t hash_key[2];                         /* SipHash key, random; set at creation */
+    _Atomic uint64_t lock_recoveries;             /* EOWNERDEAD repairs (table rebuilt) */
+    _Atomic uint64_t full;                        /* acquisitions refused: no free entry */
+    _Atomic uint64_t stale_removed;               /* entries of dead processes removed */
+};
+
+/* ---- Channel presence (ws-worker/worker_channels.c, admin-cgi/admin_channels.c) ----
+ *
+ * Each worker slot owns channels_per_worker entries, written only by the worker in that slot:
+ * one per channel at least one of its connections subscribes to (a user's own "@<id>" channel
+ * excluded). A new worker process clears its slot's entries before it serves; entries of a slot
+ * whose worker is not running are ignored by readers. The name is written under a seqlock
+ * (gen odd while it changes); subscribers == 0 marks a free entry. */
+#define SHM_CHANNEL_NAME_LEN 56 /* RING_MAX_CHANNEL_LEN + NUL */
+
+struct shm_channel {
+    _Atomic uint32_t gen;         /* owner: odd while name changes */
+    _Atomic uint32_t subscribers; /* owner: its connections subscribed now; 0 = entry free */
+    _Atomic uint64_t messages;    /* owner: broadcasts framed for the channel since the entry */
+    _Atomic uint32_t rate_milli;  /* owner: broadcasts per second x 1000, a 10 s moving average */
+    uint32_t reserved;
+    char name[SHM_CHANNEL_NAME_LEN]; /* owner, NUL-terminated */
+};
+
 /* ---- Header ---- */
 
 enum shm_hub_state {
@@ -304,6 +385,10 @@ struct shm_header {
     uint64_t off_conn_free;
     uint64_t off_conns;
     uint64_t off_ring;
+    uint64_t off_limits;                             /* layout 4 */
+    uint64_t off_channels;                           /* layout 4: shm_channel[64][per worker] */
+    uint32_t channels_per_worker;                    /* hub, at creation */
+    uint32_t channel_size;                           /* sizeof(struct shm_channel) */
     alignas(SHM_CACHE_LINE) _Atomic int32_t hub_pid; /* hub */
     _Atomic uint32_t hub_state;                      /* enum shm_hub_state; hub */
     _Atomic uint64_t hub_heartbeat_ms;               /* hub, every second (CLOCK_REALTIME ms) */
@@ -316,7 +401,8 @@ struct shm_header {
     alignas(SHM_CACHE_LINE) _Atomic uint64_t broadcasts_rejected; /* producers: refused appends */
     alignas(SHM_CACHE_LINE) struct shm_ring_ctl ring;
     alignas(SHM_CACHE_LINE) struct shm_conntab_ctl conntab;
-    alignas(SHM_CACHE_LINE) struct shm_bridge bridge; /* all zero (OFF) without redis */
+    alignas(SHM_CACHE_LINE) struct shm_bridge bridge;     /* all zero (OFF) without redis */
+    alignas(SHM_CACHE_LINE) struct shm_limits_ctl limits; /* layout 4 */
 };
 
 /* The layout is ABI: these sizes are what every process compiled against this version assumes. */
@@ -333,11 +419,17 @@ _Static_assert(offsetof(struct shm_header, ring) % SHM_CACHE_LINE == 0, "ring ct
 _Static_assert(offsetof(struct shm_ring_ctl, tail_intent) % SHM_CACHE_LINE == 0,
                "ring positions on their own line, away from the lock");
 _Static_assert(sizeof(struct shm_header) <= SHM_REGION_ALIGN, "header fits its page");
-_Static_assert(RING_MAX_CHANNEL_LEN < sizeof(((struct shm_conn *)0)->channel), "channel fits");
+_Static_assert(RING_MAX_CHANNEL_LEN < SHM_CHANNEL_NAME_LEN, "a channel name fits its entry");
+_Static_assert(sizeof(struct shm_channel) == 80, "channel entry is 80 bytes");
+_Static_assert(SHM_CONN_CHANNELS <= 255, "nchan is a byte");
 _Static_assert(RING_STREAM_ID_LEN == 2 * sizeof(uint64_t), "stream id is (ms, seq)");
 _Static_assert(offsetof(struct shm_header, bridge) % SHM_CACHE_LINE == 0, "bridge alignment");
 _Static_assert(offsetof(struct shm_bridge, sent) % SHM_CACHE_LINE == 0,
                "bridge counters away from the state word producers poll");
 _Static_assert(sizeof(_Atomic uint32_t) == 4, "bridge state word");
+_Static_assert(sizeof(struct shm_limit_entry) == 16, "limits entry is 16 bytes");
+_Static_assert(offsetof(struct shm_worker, stats) == SHM_CACHE_LINE,
+               "security word fits the first line of shm_worker");
+_Static_assert(offsetof(struct shm_header, limits) % SHM_CACHE_LINE == 0, "limits alignment");
 
 #endif /* WSHUB_SHM_LAYOUT_H */

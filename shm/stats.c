@@ -22,10 +22,18 @@ static const char *const close_names[SHM_CLOSE_REASON_COUNT] = {
 };
 
 static const char *const reject_names[SHM_REJECT_REASON_COUNT] = {
-    [SHM_REJECT_BAD_PATH] = "bad_path",     [SHM_REJECT_BAD_REQUEST] = "bad_request",
-    [SHM_REJECT_TABLE_FULL] = "table_full", [SHM_REJECT_WORKER_FULL] = "worker_full",
-    [SHM_REJECT_ORIGIN] = "origin",         [SHM_REJECT_AUTH] = "auth",
-    [SHM_REJECT_LIMIT] = "limit",           [SHM_REJECT_DRAINING] = "draining",
+    [SHM_REJECT_BAD_PATH] = "bad_path",
+    [SHM_REJECT_BAD_REQUEST] = "bad_request",
+    [SHM_REJECT_TABLE_FULL] = "table_full",
+    [SHM_REJECT_WORKER_FULL] = "worker_full",
+    [SHM_REJECT_ORIGIN] = "origin",
+    [SHM_REJECT_AUTH] = "auth",
+    [SHM_REJECT_LIMIT] = "limit",
+    [SHM_REJECT_DRAINING] = "draining",
+    [SHM_REJECT_AUTH_MISSING] = "auth_missing",
+    [SHM_REJECT_AUTH_EXPIRED] = "auth_expired",
+    [SHM_REJECT_ORIGIN_MISSING] = "origin_missing",
+    [SHM_REJECT_LIMIT_USER] = "limit_user",
 };
 
 static const char *const worker_state_names[] = {

@@ -35,7 +35,7 @@ def test_connections_list(make_stack):
             assert c["worker"] in pids and c["worker_generation"] == 1, c
             assert c["state"] == "open" and c["kick_code"] == 0, c
             assert c["remote"].startswith("127.0.0.1:"), c
-            assert c["user"] == "" and c["channel"] == "", c
+            assert c["user"] == "" and c["channels"] == [], c
             assert c["connected_at_ms"] <= c["last_seen_ms"] <= st["generated_at_ms"], c
             assert (c["messages_out"], c["bytes_out"]) == (1, len("counted per row")), c
             assert (c["messages_in"], c["bytes_in"]) == (0, 0), c

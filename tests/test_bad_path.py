@@ -20,7 +20,7 @@ def test_bad_path(make_stack):
     stack = make_stack(workers=2)
     direct, proxied = stack.hub.port, stack.nginx.port
 
-    for port, path in ((direct, "/nope"), (direct, "/"), (direct, "/ws/extra"),
+    for port, path in ((direct, "/nope"), (direct, "/"), (direct, "/ws/"),
                        (direct, "/wsx"), (proxied, "/wsx")):
         status, head = upgrade(port, path)
         assert status == 404, "%s on port %d: %s" % (path, port, head)
@@ -32,7 +32,11 @@ def test_bad_path(make_stack):
     wait_for(lambda: stack.stats()["totals"]["rejected"].get("bad_path", 0) == 5, 5,
              "totals.rejected.bad_path == 5")
 
-    for port, path in ((direct, "/ws"), (direct, "/ws?token=abc&x=1"), (proxied, "/ws")):
+    # /ws/<channel> subscribes to a channel (docs/protocol.md); a bad channel name is a 400.
+    status, head = upgrade(direct, "/ws/a/b")
+    assert status == 400, head
+    for port, path in ((direct, "/ws"), (direct, "/ws?token=abc&x=1"), (proxied, "/ws"),
+                       (direct, "/ws/room.1"), (proxied, "/ws/room.1")):
         status, head = upgrade(port, path)
         assert status == 101, "%s on port %d: %s" % (path, port, head)
 

@@ -55,11 +55,13 @@ def test_make_run():
                     "http://127.0.0.1:%d/metrics" % http_port):
             assert url in out, "run.sh should print %s:\n%s" % (url, out)
         curl = re.search(r"^\s*(curl .*/admin/broadcast)\s*$", out, re.M).group(1)
-        assert "-m websockets ws://127.0.0.1:%d/ws" % http_port in out, out
+        assert '-m websockets "ws://127.0.0.1:%d/ws?token=' % http_port in out, out
+        token = re.search(r"/ws\?token=([A-Za-z0-9_.-]+)", out).group(1)  # tokens are required
+        assert wshub_stack.raw_upgrade("127.0.0.1", ws_port, "/ws")[0] == 401
 
         async def scenario():
-            via_nginx = await connect("ws://127.0.0.1:%d/ws" % http_port)
-            direct = await connect("ws://127.0.0.1:%d/ws" % ws_port)
+            via_nginx = await connect("ws://127.0.0.1:%d/ws?token=%s" % (http_port, token))
+            direct = await connect("ws://127.0.0.1:%d/ws?token=%s" % (ws_port, token))
             r = await in_thread(lambda: wshub_stack.http_request(
                 "127.0.0.1", http_port, "GET", "/admin/stats.json"))
             assert r.status == 200 and r.json()["instance"] == instance, r

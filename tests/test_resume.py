@@ -298,6 +298,8 @@ def test_slow_consumer_skip_sends_gap(make_stack):
         head += sock.recv(1)
     assert head.startswith(b"HTTP/1.1 101"), head
     wait_for(lambda: stack.stats()["connections"]["in_use"] == 1, 10, "the client counted")
+    # What a client may have queued outside the shared buffer: 2 x SO_SNDBUF + one lws write.
+    assert stack.stats()["connections"]["send_buffer_bound"] == 2 * 4096 + 65536
     # The client reads nothing while 200 x 3000 bytes (9x the worker buffer) go by.
     seqs = [post(stack, b"%05d" % i + b"y" * 3000) for i in range(200)]
     wait_for(lambda: stack.stats()["totals"]["slow_consumers"] >= 1, 10, "the skip counted")

@@ -273,7 +273,8 @@ static int worker_create_context(struct worker *w)
     lws_set_log_level(LLL_ERR | LLL_WARN, worker_lws_log);
     worker_setup_protocol(w);
     memset(&info, 0, sizeof(info));
-    info.options = LWS_SERVER_OPTION_LIBEV;
+    /* VALIDATE_UTF8: text messages, also across fragments -> 1007 (docs/rfc6455.md) */
+    info.options = LWS_SERVER_OPTION_LIBEV | LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.foreign_loops = loops;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = w->protocols;
@@ -281,6 +282,8 @@ static int worker_create_context(struct worker *w)
     info.retry_and_idle_policy = &w->keepalive;
     info.max_http_header_pool = 256; /* ~4.5 KB each, only while handshaking */
     info.timeout_secs = 10;          /* handshake deadline */
+    worker_tls_context_info(w, &info); /* TLS, handshake_timeout, max_header_size */
+    info.extensions = worker_deflate_extensions(w); /* permessage-deflate, or NULL */
     w->ctx = lws_create_context(&info);
     if (w->ctx == NULL) {
         log_error(0, "lws_create_context() failed (is libwebsockets-evlib-ev installed?)");
@@ -298,7 +301,7 @@ static int worker_create_context(struct worker *w)
 static int worker_start(struct worker *w)
 {
     w->conns.next = w->conns.prev = &w->conns;
-    if (worker_fanout_init(w) < 0)
+    if (worker_fanout_init(w) < 0 || worker_channels_init(w) < 0)
         return WORKER_EXIT_FATAL;
     w->loop = ev_loop_new(EVBACKEND_EPOLL);
     if (w->loop == NULL) {
@@ -306,6 +309,10 @@ static int worker_start(struct worker *w)
         return WORKER_EXIT_RUNTIME;
     }
     ev_set_userdata(w->loop, w);
+    if (worker_auth_init(w) < 0) /* keys, origins, TLS files: a bad one is fatal (exit 2) */
+        return WORKER_EXIT_FATAL;
+    if (worker_deflate_init(w) < 0)
+        return WORKER_EXIT_RUNTIME;
     if (worker_create_context(w) < 0)
         return WORKER_EXIT_RUNTIME;
     if (worker_signal_start(w) < 0 || worker_accept_start(w) < 0)

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "worker_rfc6455.h"
 
 static void worker_accept_watch(struct worker *w)
 {
@@ -64,6 +65,7 @@ static void worker_adopt(struct worker *w, int fd)
     /* Bounds what one client can have queued in the kernel (autotuning would grow it to MBs). */
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
         log_warn(errno, "setsockopt(SO_SNDBUF, %d) failed", sndbuf);
+    worker_rfc6455_adopt(w, fd); /* before lws reads a byte of it */
     struct lws *wsi = lws_adopt_socket_vhost(w->vhost, fd);
     if (wsi == NULL) {
         log_warn(0, "lws_adopt_socket_vhost() failed, connection dropped");

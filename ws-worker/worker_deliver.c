@@ -39,8 +39,10 @@
  *    The same flags now also guard WRITEABLE, which lws 4.1.6 calls in LRS_AWAITING_CLOSE_ACK:
  *    the callback-only version sent every later broadcast after lws's 1002 close frame.
  *  - could_have_pending only feeds a disabled diagnostic ("if (0 && ...)" in lws_issue_raw).
- *    tx_draining_ext is only set by permessage-deflate, which this worker does not offer; the
- *    role's write path has no other state. No TLS: send() is lws_ssl_capable_write_no_ssl().
+ *    tx_draining_ext is only set when an extension's PAYLOAD_TX has more to give; our
+ *    permessage-deflate extension (worker_deflate.c) never gets a frame to compress (our frames
+ *    are LWS_WRITE_RAW, pre-compressed in worker_fanout.c) and asks for nothing; the role's
+ *    write path has no other state. No TLS: send() is lws_ssl_capable_write_no_ssl().
  *  - A failed send (EPIPE, ECONNRESET) makes lws mark the socket permanently unusable; we cannot
  *    return -1 outside a callback, so we stop writing (lws_closing) and ask lws to close it from
  *    its own loop (lws_set_timeout LWS_TO_KILL_ASYNC); epoll reports the error sooner anyway.
@@ -94,18 +96,43 @@ static void tally_flush(struct worker *w, struct deliver_tally *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* The wshub.v1 control messages (welcome, gap notice) due before the next frame. */
+/* The wshub.v1 control messages due before the next frame: the welcome, then replies to the
+ * client's commands, then a gap notice. */
 static int conn_send_control(struct worker *w, struct worker_conn *c, struct deliver_tally *t)
 {
     uint8_t buf[WORKER_V1_CONTROL_MAX];
     size_t len;
-    while (c->pending != 0 && !lws_partial_buffered(c->wsi) &&
-           (len = worker_v1_control(w, c, buf, sizeof(buf))) > 0) {
-        if (lws_write(c->wsi, buf, len, LWS_WRITE_RAW) < (int)len)
-            return -1;
+    while ((c->pending != 0 || c->reply_len != 0) && !lws_partial_buffered(c->wsi)) {
+        if (c->reply_len > 0 && !(c->pending & WORKER_PENDING_WELCOME)) {
+            /* replies to commands (worker_channels.c), after the welcome */
+            if (lws_write(c->wsi, c->reply, c->reply_len, LWS_WRITE_RAW) < (int)c->reply_len)
+                return -1;
+            free(c->reply);
+            c->reply = NULL;
+            c->reply_len = 0;
+        } else if ((len = worker_v1_control(w, c, buf, sizeof(buf))) > 0) {
+            if (lws_write(c->wsi, buf, len, LWS_WRITE_RAW) < (int)len)
+                return -1;
+        } else {
+            break;
+        }
         t->writes++;
     }
     return 0;
+}
+
+/* Moves the cursor over frames c does not want (other channels, or seen before a resume); a
+ * connection that reaches the tail wants nothing buffered and is no longer busy. */
+static void conn_skip_unwanted(const struct worker_fanout *f, struct worker_conn *c, uint64_t limit)
+{
+    while (c->cursor < limit) {
+        const struct worker_frame *fr = worker_fanout_frame(f, c->cursor);
+        if (fr->seq > c->skip_through && worker_conn_wants(c, c->cursor, fr->chan_key))
+            break;
+        c->cursor++;
+    }
+    if (c->cursor >= f->tail)
+        c->busy = 0;
 }
 
 /* Writes pending control messages, then one run of whole frames from the cursor up to `limit`,
@@ -116,18 +143,16 @@ static int conn_send(struct worker *w, struct worker_conn *c, uint64_t limit,
     const struct worker_fanout *f = &w->fan;
     const uint8_t *ptr;
     size_t len;
-    if (c->pending != 0) {
+    if (c->pending != 0 || c->reply_len != 0) {
         if (conn_send_control(w, c, t) < 0)
             return -1;
         if (lws_partial_buffered(c->wsi))
             return 0; /* the frames follow once lws has flushed it */
     }
-    while (c->cursor < limit && worker_fanout_frame(f, c->cursor)->seq <= c->skip_through)
-        c->cursor++; /* resumed: the client has seen these */
+    conn_skip_unwanted(f, c, limit);
     if (c->cursor >= limit)
         return 0;
-    uint64_t n =
-        worker_fanout_gather(f, c->variant, c->cursor, limit, WORKER_WRITE_BUDGET, &ptr, &len);
+    uint64_t n = worker_fanout_gather(f, c, c->cursor, limit, WORKER_WRITE_BUDGET, &ptr, &len);
     if (len > 0 && lws_write(c->wsi, (unsigned char *)ptr, len, LWS_WRITE_RAW) < (int)len)
         return -1;
     uint64_t now = shm_mono_ns(), payload = 0, messages = 0;
@@ -144,6 +169,7 @@ static int conn_send(struct worker *w, struct worker_conn *c, uint64_t limit,
         t->latency[latency_bucket(age / 1000u)]++;
     }
     c->cursor += n;
+    conn_skip_unwanted(f, c, limit);
     t->messages += messages;
     t->bytes += payload;
     t->writes += len > 0;
@@ -183,13 +209,43 @@ static void conn_deliver_direct(struct worker *w, struct worker_conn *c, struct 
         lws_callback_on_writable(c->wsi);
 }
 
-void worker_deliver_all(struct worker *w)
+/* c wants a frame numbered >= from: a connection that wanted nothing before may have a stale
+ * cursor, which moves to `from` (every earlier frame was unwanted or sent). */
+static void deliver_visit(struct worker *w, struct worker_conn *c, uint64_t from,
+                          struct deliver_tally *t)
 {
+    if (!c->busy && c->cursor < from)
+        c->cursor = from;
+    if (c->cursor >= w->fan.tail)
+        return; /* already sent past it */
+    c->busy = 1;
+    if (conn_may_write(c))
+        conn_deliver_direct(w, c, t);
+}
+
+/* A broadcast to everyone visits every connection once per pump; a channel's broadcast visits
+ * that channel's subscribers only. */
+void worker_deliver_all(struct worker *w, uint64_t from)
+{
+    const struct worker_fanout *f = &w->fan;
     struct deliver_tally t;
+    uint64_t last_key = WORKER_CHAN_ALL;
+    int all = 0;
     memset(&t, 0, sizeof(t));
-    for (struct worker_conn *c = w->conns.next; c != &w->conns; c = c->next) {
-        if ((c->cursor < w->fan.tail || c->pending != 0) && conn_may_write(c))
-            conn_deliver_direct(w, c, &t);
+    for (uint64_t k = from; k < f->tail && !all; k++)
+        all = worker_fanout_frame(f, k)->chan_key == WORKER_CHAN_ALL;
+    if (all) {
+        for (struct worker_conn *c = w->conns.next; c != &w->conns; c = c->next)
+            deliver_visit(w, c, from, &t);
+    }
+    for (uint64_t k = from; k < f->tail; k++) {
+        uint64_t key = worker_fanout_frame(f, k)->chan_key;
+        if (key == WORKER_CHAN_ALL || key == last_key)
+            continue;
+        last_key = key;
+        struct worker_chan *ch = worker_channel_find(w, key);
+        for (struct worker_sub *s = ch != NULL ? ch->subs : NULL; s != NULL; s = s->cnext)
+            deliver_visit(w, s->conn, from, &t);
     }
     tally_flush(w, &t);
 }
@@ -202,7 +258,7 @@ int worker_deliver_writeable(struct worker *w, struct worker_conn *c)
     if (c->cursor < w->fan.head)
         worker_fanout_lapped(w, c); /* skips ahead, or plans the 1013 close */
     uint64_t limit = c->close_at < w->fan.tail ? c->close_at : w->fan.tail;
-    if (c->cursor < limit || (c->pending != 0 && c->cursor < c->close_at)) {
+    if (c->cursor < limit || ((c->pending != 0 || c->reply_len != 0) && c->cursor < c->close_at)) {
         memset(&t, 0, sizeof(t));
         int rc = conn_send(w, c, limit, &t);
         tally_flush(w, &t);

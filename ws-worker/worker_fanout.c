@@ -4,9 +4,12 @@
  * spot after room for its WebSocket header; the header (unmasked server frame: 0x81 text or
  * 0x82 binary, then a 7-, 16- or 64-bit length) is written in front of it and the frame is
  * final. Every other encoding a client may need (enum worker_variant: V1 adds the wshub.v1
- * envelope "m <seq>\n") is built from that copy into its own buffer, once per worker too. A
- * connection only keeps a frame number and writes runs of whole frames from its encoding's
- * buffer, so a broadcast costs one copy per worker and encoding, not one per client. After a
+ * envelope "m <seq>\n"; RAW_DEFLATE and V1_DEFLATE are their permessage-deflate twins, one
+ * deflate per broadcast for both, built only while a connection reads them -- else an alias
+ * of the base encoding: fanout_append_deflated, docs/deflate.md) is built from that copy into
+ * its own buffer, once per worker too. A connection only keeps a frame number and writes runs
+ * of whole frames from its encoding's buffer, so a broadcast costs one copy per worker and
+ * encoding, not one per client. After a
  * pump that brought new frames, worker_deliver_all() (worker_deliver.c) writes them to every
  * idle connection at once.
  *
@@ -101,6 +104,8 @@ int worker_fanout_init(struct worker *w)
         f->nframes = MIN_FRAMES;
     /* Anonymous mappings: pages are only backed once touched. */
     for (int v = 0; v < WORKER_VARIANTS; v++) {
+        if (v >= WORKER_VARIANT_RAW_DEFLATE && !w->conf.deflate)
+            continue; /* permessage-deflate off: never built nor read */
         f->vb[v].buf =
             mmap(NULL, f->buf_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (f->vb[v].buf == MAP_FAILED) {
@@ -183,8 +188,145 @@ static void fanout_place(struct worker_fanout *f, struct worker_frame *fr, int v
 {
     fr->v[v].pos = pos;
     fr->v[v].len = len;
-    fr->v[v].hdr_len = hdr_len;
+    fr->v[v].hdr_len = (uint16_t)hdr_len;
+    fr->v[v].alias = 0;
     f->vb[v].write_pos = pos + len;
+}
+
+/* A DEFLATE encoding not built for this frame: readers take it from the base encoding. */
+static void fanout_alias(struct worker_fanout *f, struct worker_frame *fr, int v)
+{
+    fr->v[v].pos = f->vb[v].write_pos; /* keeps the buffer's positions in frame order */
+    fr->v[v].len = 0;
+    fr->v[v].hdr_len = 0;
+    fr->v[v].alias = 1;
+}
+
+/* The newest frame is already in [head, tail) when its twins are built: its slot's old position
+ * in encoding v must not make the invalidation below take it for an overwritten frame. */
+static void fanout_claim(struct worker_frame *fr, int v, uint64_t pos)
+{
+    fr->v[v].pos = pos;
+    fr->v[v].alias = 0;
+}
+
+static uint8_t *fanout_at(const struct worker_fanout *f, int v, uint64_t pos)
+{
+    return f->vb[v].buf + (pos & (f->buf_size - 1));
+}
+
+/* Copies frame fr of encoding `from` as is into encoding v (RSV1 clear). */
+static void fanout_copy_plain(struct worker_fanout *f, struct worker_frame *fr, int v, int from,
+                              uint64_t pos)
+{
+    const struct worker_frame_copy *src = &fr->v[from];
+    memcpy(fanout_at(f, v, pos), fanout_at(f, from, src->pos), src->len);
+    fanout_place(f, fr, v, pos, src->len, src->hdr_len);
+}
+
+/* Finishes a compressed frame whose body was written `guess` bytes into the reservation at pos
+ * (the header of the shorter body may be shorter: the body moves up). */
+static void fanout_place_deflated(struct worker_fanout *f, struct worker_frame *fr, int v,
+                                  uint64_t pos, uint32_t guess, uint32_t body, uint32_t env,
+                                  int binary)
+{
+    uint8_t *p = fanout_at(f, v, pos);
+    uint32_t hdr = frame_hdr_len(body);
+    if (hdr != guess)
+        memmove(p + hdr, p + guess, body);
+    frame_write_hdr(p, hdr, body, binary);
+    p[0] |= 0x40; /* RSV1: "Per-Message Compressed" (RFC 7692 6) */
+    fanout_place(f, fr, v, pos, hdr + body, hdr + env);
+}
+
+/* RAW_DEFLATE of the newest frame: the payload deflated (limit: shorter than itself), else as
+ * is. Points *z at the compressed bytes (*zlen of them) when there are some. */
+static void fanout_deflate_raw(struct worker *w, struct worker_frame *fr, const struct ring_msg *m,
+                               const uint8_t **z, size_t *zlen)
+{
+    struct worker_fanout *f = &w->fan;
+    const int v = WORKER_VARIANT_RAW_DEFLATE;
+    const struct worker_frame_copy *raw = &fr->v[WORKER_VARIANT_RAW];
+    uint32_t n = m->payload_len, hdr = frame_hdr_len(n);
+    uint64_t pos = fanout_frame_start(f, v, hdr + n + 4);
+    fanout_claim(fr, v, pos);
+    fanout_invalidate_until(f, v, pos + hdr + n + 4);
+    uint8_t *p = fanout_at(f, v, pos);
+    size_t c = n >= w->conf.deflate_threshold
+                   ? worker_deflate_compress(w, fanout_at(f, WORKER_VARIANT_RAW,
+                                                          raw->pos + raw->hdr_len),
+                                             n, p + hdr, n)
+                   : 0;
+    if (c == 0) {
+        fanout_copy_plain(f, fr, v, WORKER_VARIANT_RAW, pos);
+        return;
+    }
+    fanout_place_deflated(f, fr, v, pos, hdr, (uint32_t)c, 0, m->flags & RING_F_BINARY);
+    *z = fanout_at(f, v, pos + fr->v[v].hdr_len);
+    *zlen = c;
+}
+
+/* V1_DEFLATE of the newest frame: a stored deflate block (RFC 1951 3.2.4: BFINAL 0, BTYPE 00,
+ * LEN, NLEN) carrying "m <seq>\n", then the deflated payload -- RAW's bytes when they exist,
+ * else deflated here. Both end byte-aligned, so the two concatenate into one stream the client
+ * inflates in one go; the payload's back-references never reach into the envelope. Else as is.
+ * `tried`: RAW's deflate did not pay, do not try again. */
+static void fanout_deflate_v1(struct worker *w, struct worker_frame *fr, const struct ring_msg *m,
+                              const uint8_t *z, size_t zlen, int tried)
+{
+    struct worker_fanout *f = &w->fan;
+    const int v = WORKER_VARIANT_V1_DEFLATE;
+    const struct worker_frame_copy *raw = &fr->v[WORKER_VARIANT_RAW];
+    uint8_t env[WORKER_V1_PREFIX_MAX];
+    uint32_t elen = worker_v1_prefix(m->seq, m->channel, env);
+    uint32_t n = m->payload_len, hdr = frame_hdr_len(elen + n);
+    uint64_t need = hdr + 5 + elen + n + 4;
+    uint64_t pos = fanout_frame_start(f, v, need);
+    fanout_claim(fr, v, pos);
+    fanout_invalidate_until(f, v, pos + need);
+    uint8_t *p = fanout_at(f, v, pos), *zdst = p + hdr + 5 + elen;
+    if (z != NULL && zlen + 5 < n)
+        memcpy(zdst, z, zlen);
+    else if (z == NULL && !tried && n >= w->conf.deflate_threshold && n > 5)
+        zlen = worker_deflate_compress(w, fanout_at(f, WORKER_VARIANT_RAW,
+                                                    raw->pos + raw->hdr_len),
+                                       n, zdst, n - 5);
+    else
+        zlen = 0;
+    if (zlen == 0) {
+        fanout_copy_plain(f, fr, v, WORKER_VARIANT_V1, pos);
+        return;
+    }
+    uint8_t *s = p + hdr;
+    s[0] = 0x00;
+    s[1] = (uint8_t)elen;
+    s[2] = (uint8_t)(elen >> 8);
+    s[3] = (uint8_t)~elen;
+    s[4] = (uint8_t)(~elen >> 8);
+    memcpy(s + 5, env, elen);
+    fanout_place_deflated(f, fr, v, pos, hdr, (uint32_t)(5 + elen + zlen), 5 + elen,
+                          m->flags & RING_F_BINARY);
+}
+
+/* The compressed twins of the newest frame (a broadcast), for connections that negotiated
+ * permessage-deflate (worker_deflate.c): one deflate for both. A twin nobody reads right now is
+ * not built (an alias of its base encoding): a client that later resumes into such a frame gets
+ * it uncompressed, which RFC 7692 allows for any message. */
+static void fanout_append_deflated(struct worker *w, const struct ring_msg *m)
+{
+    struct worker_fanout *f = &w->fan;
+    struct worker_frame *fr = &f->frames[(f->tail - 1) & (f->nframes - 1)];
+    const uint8_t *z = NULL;
+    size_t zlen = 0;
+    int raw = worker_deflate_readers(w, WORKER_VARIANT_RAW_DEFLATE) > 0;
+    if (raw)
+        fanout_deflate_raw(w, fr, m, &z, &zlen);
+    else
+        fanout_alias(f, fr, WORKER_VARIANT_RAW_DEFLATE);
+    if (worker_deflate_readers(w, WORKER_VARIANT_V1_DEFLATE) > 0)
+        fanout_deflate_v1(w, fr, m, z, zlen, raw && z == NULL);
+    else
+        fanout_alias(f, fr, WORKER_VARIANT_V1_DEFLATE);
 }
 
 /* The V1 encoding of a broadcast: header + "m <seq>\n" + the payload copied from RAW. */
@@ -192,7 +334,7 @@ static void fanout_append_v1(struct worker_fanout *f, struct worker_frame *fr,
                              const uint8_t *payload, const struct ring_msg *m)
 {
     uint8_t prefix[WORKER_V1_PREFIX_MAX];
-    uint32_t plen = worker_v1_prefix(m->seq, prefix);
+    uint32_t plen = worker_v1_prefix(m->seq, m->channel, prefix);
     uint32_t body = plen + m->payload_len;
     uint32_t hdr = frame_hdr_len(body);
     uint64_t pos = fanout_frame_start(f, WORKER_VARIANT_V1, hdr + body);
@@ -220,6 +362,7 @@ static void fanout_append(struct worker_fanout *f, uint64_t wpos, uint32_t guess
     fr->seq = m->seq;
     fr->published_ns = m->published_ns;
     fr->gap_to = 0;
+    fr->chan_key = WORKER_CHAN_ALL; /* fanout_read_one() sets it */
     fr->payload_len = m->payload_len;
     fr->kind = WORKER_FRAME_MSG;
     fanout_place(f, fr, WORKER_VARIANT_RAW, wpos, hdr + m->payload_len, hdr);
@@ -239,6 +382,7 @@ static void fanout_append_gap(struct worker_fanout *f, uint64_t from, uint64_t t
     struct worker_frame *fr = fanout_new_frame(f);
     fr->seq = from;
     fr->gap_to = to;
+    fr->chan_key = WORKER_CHAN_ALL;
     fr->published_ns = shm_mono_ns();
     fr->payload_len = 0;
     fr->kind = WORKER_FRAME_GAP;
@@ -247,6 +391,8 @@ static void fanout_append_gap(struct worker_fanout *f, uint64_t from, uint64_t t
     memcpy(p + hdr, text, tlen);
     fanout_place(f, fr, WORKER_VARIANT_V1, pos, hdr + tlen, hdr + tlen);
     fanout_place(f, fr, WORKER_VARIANT_RAW, f->vb[WORKER_VARIANT_RAW].write_pos, 0, 0);
+    fanout_alias(f, fr, WORKER_VARIANT_RAW_DEFLATE); /* the notice goes out uncompressed */
+    fanout_alias(f, fr, WORKER_VARIANT_V1_DEFLATE);
     f->tail++;
 }
 
@@ -274,6 +420,19 @@ static void fanout_overrun(struct worker *w, uint64_t reserve_end)
                                    SHM_CLOSE_SLOW_CONSUMER);
 }
 
+/* Marks the newest frame with its channel's key and counts it for the channel. */
+static void fanout_tag_channel(struct worker *w, const struct ring_msg *m)
+{
+    struct worker_frame *fr = &w->fan.frames[(w->fan.tail - 1) & (w->fan.nframes - 1)];
+    fr->chan_key = worker_channel_key(w, m->channel, m->channel_len);
+    if (fr->chan_key != WORKER_CHAN_ALL) {
+        struct worker_chan *ch = worker_channel_find(w, fr->chan_key);
+        if (ch != NULL && ++ch->messages && ch->shm_index >= 0)
+            atomic_store_explicit(&shm_channel(&w->shm, w->slot, (uint32_t)ch->shm_index)->messages,
+                                  ch->messages, memory_order_relaxed);
+    }
+}
+
 /* Reads one ring entry into the RAW buffer (and builds its other encodings). */
 static enum ring_status fanout_read_one(struct worker *w, struct ring_msg *m)
 {
@@ -284,9 +443,11 @@ static enum ring_status fanout_read_one(struct worker *w, struct ring_msg *m)
     uint32_t guess = frame_hdr_len(fanout_peek_payload_len(w));
     enum ring_status st = ring_read(&w->shm, &f->cursor, m,
                                     f->vb[WORKER_VARIANT_RAW].buf + off + guess, f->max_payload);
-    if (st == RING_OK)
+    if (st == RING_OK) {
         fanout_append(f, wpos, guess, m);
-    else if (st == RING_OVERRUN)
+        fanout_append_deflated(w, m);
+        fanout_tag_channel(w, m);
+    } else if (st == RING_OVERRUN)
         fanout_overrun(w, wpos + guess + f->max_payload);
     return st;
 }
@@ -294,6 +455,10 @@ static enum ring_status fanout_read_one(struct worker *w, struct ring_msg *m)
 int worker_fanout_lapped(struct worker *w, struct worker_conn *c)
 {
     struct worker_fanout *f = &w->fan;
+    if (!c->busy) {
+        c->cursor = f->tail; /* it wants nothing that was buffered: nothing was lost */
+        return 0;
+    }
     if (strcmp(w->conf.slow_consumer, "skip") != 0 || f->head >= f->tail) {
         worker_conn_schedule_close(c, c->cursor, WORKER_CLOSE_TRY_AGAIN_LATER,
                                    SHM_CLOSE_SLOW_CONSUMER);
@@ -309,7 +474,9 @@ int worker_fanout_lapped(struct worker *w, struct worker_conn *c)
     }
     c->cursor = f->head;
     c->last_seq = to;
-    stats_add(&w->stats->slow_consumers, 1);
+    if (!c->skipped) /* counts connections that fell behind, not how often */
+        stats_add(&w->stats->slow_consumers, 1);
+    c->skipped = 1;
     return 0;
 }
 
@@ -330,7 +497,11 @@ static void fanout_scan_lapped(struct worker *w)
         return;
     f->scan_head = f->head;
     for (struct worker_conn *c = w->conns.next; c != &w->conns; c = c->next) {
-        if (c->cursor < f->head && c->close_at > c->cursor && worker_fanout_lapped(w, c) == 0)
+        if (c->cursor >= f->head)
+            continue;
+        if (!c->busy)
+            c->cursor = f->tail; /* wants nothing buffered: a stale cursor, not a loss */
+        else if (c->close_at > c->cursor && worker_fanout_lapped(w, c) == 0)
             lws_callback_on_writable(c->wsi);
     }
 }
@@ -371,7 +542,7 @@ static void fanout_kicks(struct worker *w)
 void worker_fanout_pump(struct worker *w)
 {
     struct ring_msg m;
-    uint64_t entries = 0, last_seq = 0;
+    uint64_t entries = 0, last_seq = 0, from = w->fan.tail;
     enum ring_status st;
 
     if (fanout_kicks_pending(w))
@@ -389,18 +560,32 @@ void worker_fanout_pump(struct worker *w)
     if (entries)
         atomic_store_explicit(&w->stats->last_seq, last_seq, memory_order_relaxed);
     fanout_scan_lapped(w);
-    worker_deliver_all(w);
+    worker_deliver_all(w, from);
 }
 
-uint64_t worker_fanout_gather(const struct worker_fanout *f, enum worker_variant v, uint64_t cursor,
-                              uint64_t limit, size_t budget, const uint8_t **ptr, size_t *len)
+/* The buffer frame fr is read from in encoding `want`: its own, or the base encoding's when a
+ * DEFLATE twin was not built (fanout_alias). */
+static int fanout_source(const struct worker_frame *fr, enum worker_variant want)
 {
+    return fr->v[want].alias ? (int)want - WORKER_VARIANT_RAW_DEFLATE : (int)want;
+}
+
+uint64_t worker_fanout_gather(const struct worker_fanout *f, const struct worker_conn *c,
+                              uint64_t cursor, uint64_t limit, size_t budget, const uint8_t **ptr,
+                              size_t *len)
+{
+    enum worker_variant want = worker_conn_encoding(c);
+    int v = fanout_source(worker_fanout_frame(f, cursor), want);
     const struct worker_frame_copy *fc = &worker_fanout_frame(f, cursor)->v[v];
     uint64_t start = fc->pos, n = 1;
     size_t bytes = fc->len;
     for (uint64_t k = cursor + 1; k < limit; k++, n++) {
-        fc = &worker_fanout_frame(f, k)->v[v];
-        if (fc->pos != start + bytes || bytes + fc->len > budget)
+        const struct worker_frame *fr = worker_fanout_frame(f, k);
+        if (fanout_source(fr, want) != v)
+            break; /* the run goes on in the other buffer: next write */
+        fc = &fr->v[v];
+        if (fc->pos != start + bytes || bytes + fc->len > budget ||
+            !worker_conn_wants(c, k, fr->chan_key))
             break;
         bytes += fc->len;
     }

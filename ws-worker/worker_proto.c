@@ -36,6 +36,7 @@
 #include "http_status.h"
 #include "log.h"
 #include "stats.h"
+#include "worker_rfc6455.h"
 
 static struct worker *proto_worker(struct lws *wsi)
 {
@@ -49,11 +50,15 @@ static uint64_t mono_ms(void)
 
 /* ---- handshake ---- */
 
+/* ws_path itself, or ws_path/<channel> (worker_channels.c checks the name). */
 static int proto_path_is_ws(struct worker *w, struct lws *wsi)
 {
-    char uri[sizeof(w->conf.ws_path) + 1];
+    char uri[sizeof(w->conf.ws_path) + RING_MAX_CHANNEL_LEN + 2];
+    size_t base = strlen(w->conf.ws_path);
     int n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
-    return n > 0 && strcmp(uri, w->conf.ws_path) == 0; /* the query string is a separate token */
+    if (n <= 0 || strncmp(uri, w->conf.ws_path, base) != 0)
+        return 0; /* the query string is a separate token */
+    return uri[base] == '\0' || (uri[base] == '/' && uri[base + 1] != '\0');
 }
 
 /* Writes a complete "HTTP/1.1 <status>" response that closes the connection. Built by hand:
@@ -65,8 +70,9 @@ static int proto_send_status(struct lws *wsi, unsigned status, const char *text)
     char *p = buf + LWS_PRE;
     int n = snprintf(p, sizeof(buf) - LWS_PRE,
                      "HTTP/1.1 %u %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
-                     "connection: close\r\ncache-control: no-store\r\n\r\n%s\n",
-                     status, http_status_phrase((int)status), strlen(text) + 1, text);
+                     "connection: close\r\ncache-control: no-store\r\n%s\r\n%s\n",
+                     status, http_status_phrase((int)status), strlen(text) + 1,
+                     status == 401 ? "www-authenticate: Bearer realm=\"wshub\"\r\n" : "", text);
     if (n < 0 || n >= (int)(sizeof(buf) - LWS_PRE))
         return -1;
     return lws_write(wsi, (unsigned char *)p, (size_t)n, LWS_WRITE_HTTP) == n ? 0 : -1;
@@ -87,9 +93,12 @@ static int proto_refuse(struct worker *w, struct lws *wsi, unsigned status,
 static int proto_confirm_upgrade(struct worker *w, struct lws *wsi, const char *upgrade)
 {
     enum shm_reject_reason reason = SHM_REJECT_BAD_REQUEST;
-    if (upgrade == NULL || strcmp(upgrade, "websocket") != 0)
+    if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0)
         return proto_refuse(w, wsi, HTTP_STATUS_BAD_REQUEST, SHM_REJECT_BAD_REQUEST,
                             "unsupported upgrade");
+    int rfc = worker_rfc6455_confirm_upgrade(w, wsi); /* RFC 6455 4.2.1: 400, 405, 426 */
+    if (rfc != 0)
+        return rfc;
     if (!proto_path_is_ws(w, wsi))
         return proto_refuse(w, wsi, HTTP_STATUS_NOT_FOUND, SHM_REJECT_BAD_PATH, "not found");
     if (w->draining && !w->restarting)
@@ -103,6 +112,8 @@ static int proto_confirm_upgrade(struct worker *w, struct lws *wsi, const char *
                             "server full");
     const char *why = "refused";
     unsigned status = worker_v1_check(w, wsi, &why);
+    if (status == 0)
+        status = worker_channels_check(w, wsi, &why);
     if (status != 0)
         return proto_refuse(w, wsi, status, SHM_REJECT_BAD_REQUEST, why);
     status = worker_handshake_check(w, wsi, &reason, &why);
@@ -160,6 +171,8 @@ static const char *close_text(const struct worker_conn *c)
 {
     if (!c->counted)
         return "server full";
+    if (c->refusal != NULL)
+        return c->refusal;
     switch (c->close_reason) {
     case SHM_CLOSE_SLOW_CONSUMER:
         return "slow consumer: resume";
@@ -248,6 +261,7 @@ static void conn_established(struct worker *w, struct worker_conn *c, struct lws
     c->close_at = WORKER_NO_FRAME;
     c->last_valid_ms = mono_ms();
     worker_v1_established(w, c, wsi);
+    worker_deflate_established(w, c, wsi); /* permessage-deflate: the compressed encoding */
     if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&ss, &sl) < 0) {
         /* ENOTCONN: the client left while queued (its request was still readable) */
         log_at(errno == ENOTCONN ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN, errno, "getpeername() failed");
@@ -255,7 +269,7 @@ static void conn_established(struct worker *w, struct worker_conn *c, struct lws
     }
     char user[sizeof(((struct shm_conn *)0)->user)] = "";
     worker_auth_established(w, c, wsi, user, sizeof(user));
-    c->row = conntab_claim(&w->shm, w->slot, w->generation, addr, user, "");
+    c->row = conntab_claim(&w->shm, w->slot, w->generation, addr, user);
     conn_list_add(w, c);
     if (c->row == CONNTAB_NONE) {
         /* Lost a race for the last rows after CONFIRM_UPGRADE's check. */
@@ -266,6 +280,13 @@ static void conn_established(struct worker *w, struct worker_conn *c, struct lws
     c->counted = 1;
     atomic_fetch_add_explicit(&w->stats->connections, 1, memory_order_relaxed);
     stats_add(&w->stats->accepted, 1);
+    const char *why;
+    if (worker_channels_established(w, c, wsi, user, &why) < 0) {
+        c->refusal = why; /* the close frame's reason */
+        worker_conn_schedule_close(c, c->cursor, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                                   SHM_CLOSE_POLICY);
+        return;
+    }
     if (w->draining && !w->restarting) /* a restart drain closes it in turn */
         worker_conn_schedule_close(c, c->cursor, LWS_CLOSE_STATUS_GOINGAWAY, SHM_CLOSE_SHUTDOWN);
 }
@@ -277,8 +298,10 @@ static void conn_note_alive(struct worker_conn *c)
     c->ping_outstanding = 0;
 }
 
-static int conn_receive(struct worker *w, struct worker_conn *c, size_t len)
+static int conn_receive(struct worker *w, struct worker_conn *c, const void *in, size_t len)
 {
+    if (c->deflate_fail != 0) /* worker_deflate.c could not inflate it: 1007, 1002, 1013 */
+        return worker_deflate_fail(c);
     conn_note_alive(c);
     c->rx_msg_len += len;
     if (c->rx_msg_len > w->conf.client_max_message) {
@@ -287,12 +310,25 @@ static int conn_receive(struct worker *w, struct worker_conn *c, size_t len)
         c->close_reason = SHM_CLOSE_TOO_BIG;
         return worker_conn_close_now(c);
     }
+    if (c->variant == WORKER_VARIANT_V1 && !lws_frame_is_binary(c->wsi)) {
+        const char *why;
+        if (worker_channels_receive(w, c, in, len, lws_is_final_fragment(c->wsi), &why) < 0) {
+            c->refusal = why;
+            c->close_at = c->cursor;
+            c->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+            c->close_reason = SHM_CLOSE_POLICY;
+            return worker_conn_close_now(c);
+        }
+        lws_callback_on_writable(c->wsi); /* the reply */
+    }
     if (lws_is_final_fragment(c->wsi)) {
         stats_add(&w->stats->messages_in, 1);
         stats_add(&w->stats->bytes_in, c->rx_msg_len);
         if (c->row != CONNTAB_NONE)
             conntab_note_in(&w->shm, c->row, c->rx_msg_len, shm_now_ms());
         c->rx_msg_len = 0;
+        if (worker_limits_message(w, c) < 0) /* client_message_rate: close 1008 */
+            return -1;
     }
     return 0;
 }
@@ -302,6 +338,7 @@ static void conn_closed(struct worker *w, struct worker_conn *c)
     if (!c->on_list)
         return;
     worker_auth_closed(w, c);
+    worker_channels_closed(w, c);
     conn_account_close(w, c, conn_close_reason(c));
     if (w->draining)
         worker_stop_check(w);
@@ -324,11 +361,12 @@ int worker_proto_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return worker_deliver_writeable(w, c);
     case LWS_CALLBACK_RECEIVE:
-        return conn_receive(w, c, len);
+        return conn_receive(w, c, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
         conn_note_alive(c);
         return 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        worker_rfc6455_peer_close(wsi, in, len); /* undoes lws's 1012-1014 -> 1002 */
         if (len >= 2)
             c->peer_close_code =
                 (uint16_t)(((const uint8_t *)in)[0] << 8 | ((const uint8_t *)in)[1]);
@@ -339,9 +377,14 @@ int worker_proto_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
         if (c != NULL)
             c->lws_closing = 1; /* lws is closing: no data frame may follow (worker_deliver.c) */
         return 0;
+    case LWS_CALLBACK_ADD_HEADERS: /* the 101's Sec-WebSocket-Extensions (worker_deflate.c) */
+        return worker_deflate_add_headers(w, wsi, in);
     case LWS_CALLBACK_CLOSED:
+        worker_deflate_closed(w, c);
         conn_closed(w, c);
         return 0;
+    case LWS_CALLBACK_RAW_ADOPT: /* CONNECT: lws made the socket raw (worker_rfc6455.c) */
+        return worker_rfc6455_raw_adopt(w, wsi);
     case LWS_CALLBACK_WSI_DESTROY:
         if (lws_get_opaque_user_data(wsi) == w)
             worker_accept_socket_closed(w);

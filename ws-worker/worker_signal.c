@@ -107,6 +107,7 @@ static void worker_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     if (getppid() != w->hub_pid)
         worker_stop_begin(w, "hub is gone");
+    worker_channels_tick(w);
 }
 
 int worker_signal_start(struct worker *w)

@@ -97,6 +97,7 @@ static enum worker_welcome v1_resume(struct worker *w, struct worker_conn *c,
     if (rp->since + 1 < f->base_seq)
         return WORKER_WELCOME_EXPIRED;
     c->cursor = worker_fanout_after(f, rp->since);
+    c->busy = c->cursor < f->tail; /* worker_deliver.c skips what its channels do not want */
     c->skip_through = rp->since;
     c->last_seq = rp->since;
     return WORKER_WELCOME_RESUMED;
@@ -151,10 +152,11 @@ size_t worker_v1_control(struct worker *w, struct worker_conn *c, uint8_t *buf, 
     return 0;
 }
 
-uint32_t worker_v1_prefix(uint64_t seq, uint8_t *out)
+uint32_t worker_v1_prefix(uint64_t seq, const char *channel, uint8_t *out)
 {
     char tmp[WORKER_V1_PREFIX_MAX + 1];
-    int n = snprintf(tmp, sizeof(tmp), "m %" PRIu64 "\n", seq);
+    int n = channel[0] != '\0' ? snprintf(tmp, sizeof(tmp), "m %" PRIu64 " %s\n", seq, channel)
+                               : snprintf(tmp, sizeof(tmp), "m %" PRIu64 "\n", seq);
     memcpy(out, tmp, (size_t)n);
     return (uint32_t)n;
 }

@@ -34,7 +34,9 @@ def roff_inline(text):
 
 
 def parse(path):
-    """Returns (syntax paragraph, [(section title, [(name, value, description)])])."""
+    """Returns (syntax paragraph, [(section title, [(name, value, description)], [intro])]).
+    A paragraph right after a section's title introduces the section; one that ends with a
+    commented "name value" line documents a list option that has no default."""
     with open(path, encoding="utf-8") as f:
         lines = [line.rstrip("\n") for line in f]
     syntax, sections, para = [], [], []
@@ -42,7 +44,7 @@ def parse(path):
     for lineno, line in enumerate(lines, 1):
         m = re.match(r"^# ---- (.+?) -+$", line)
         if m:
-            sections.append((m.group(1), []))
+            sections.append((m.group(1), [], []))
             para = []
             continue
         if line.startswith("#"):
@@ -58,8 +60,18 @@ def parse(path):
         if not line.strip():
             in_syntax = False
             if para and sections:
-                # a comment paragraph must be followed directly by its option line
-                raise SystemExit("%s:%d: comment paragraph without an option" % (path, lineno))
+                title, options, intro = sections[-1]
+                example = re.match(r"^([a-z_]+) \S", para[-1])
+                if not options and not intro:
+                    intro.extend(t for t in para if t)  # the section's introduction
+                elif example:
+                    # a list option without a default, shown by commented example lines
+                    options.append((example.group(1), "", " ".join(para)))
+                else:
+                    # a comment paragraph must be followed directly by its option line
+                    raise SystemExit("%s:%d: comment paragraph without an option" %
+                                     (path, lineno))
+                para = []
             continue
         if not sections:
             raise SystemExit("%s:%d: option before the first section" % (path, lineno))
@@ -73,8 +85,10 @@ def parse(path):
 
 def render_options(sections):
     out = []
-    for title, options in sections:
+    for title, options, intro in sections:
         out.append(".SS %s" % roff_escape(title))
+        if intro:
+            out.append(roff_inline(" ".join(intro)))
         for name, value, desc in options:
             out.append(".TP")
             out.append("\\fB%s\\fR \\fI%s\\fR" % (roff_escape(name), roff_escape(value)))
