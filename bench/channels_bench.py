@@ -27,7 +27,7 @@ stack stops keeping up. Each trial offers messages at a fixed rate over 4 keep-a
 connections, 500 requests each before rotation (nginx's keepalive_requests is 1,000).
 
 The summary is channels.md beside SUMMARY.md; a directory holding only W8 results (`bench.py
---only w8 --compare --out bench/results/channels`) gets it as its SUMMARY.md.
+--only w8 --compare --out bench/results/channels`) gets it as its SUMMARY.md instead.
 """
 import os
 
@@ -108,18 +108,26 @@ def run(runner, st, wl, search_rate):
         trials.append(t)
         return t["pass"]
 
-    lo, hi, _ = search_rate(trial, float(wl["search_start"]), wl["max_trials"], wl["bisect"])
-    best = max((t for t in trials if t["pass"]), key=lambda t: t["rate"], default=None)
+    search_rate(trial, float(wl["search_start"]), wl["max_trials"], wl["bisect"])
     if fixed.get("result") is None:
         raise RuntimeError("the fixed-rate run failed: %s" % "; ".join(fixed["why"]))
-    return {"runs": [fixed] + trials, "trials": [fixed] + trials, "result": fixed["result"],
-            "best": None if best is None else {"rate": best["rate"],
-                                               "offered_per_sec": best["offered_per_sec"]},
-            "summary": summarize(fixed, best, hi, trials)}
+    runs = [fixed] + trials
+    s = summarize(runs)
+    return {"runs": runs, "trials": runs, "result": fixed["result"],
+            "best": None if s["best_rate"] is None else {
+                "rate": s["best_rate"], "offered_per_sec": s["best_rate"] * wl["n"] /
+                wl["channels"]}, "summary": s}
 
 
-def summarize(fixed, best, first_fail, trials):
-    r = fixed["result"]
+def summarize(runs):
+    """The figures of the summary, from the runs alone (so --summarize recomputes them): the
+    fixed run, the best passing search trial, and the lowest failing rate above it."""
+    fixed, trials = runs[0], runs[1:]
+    best = max((t for t in trials if t["pass"]), key=lambda t: t["rate"], default=None)
+    above = [t["rate"] for t in trials if not t["pass"] and (best is None or
+                                                             t["rate"] > best["rate"])]
+    first_fail = min(above) if above else None
+    r = fixed.get("result") or {}
     g = report.g
     s = {"fixed_rate": fixed["rate"], "fixed_pass": fixed["pass"], "fixed_why": fixed["why"],
          "accepted_per_sec": g(r, "channels", "accepted_per_sec"),
@@ -131,6 +139,7 @@ def summarize(fixed, best, first_fail, trials):
          "post_answer_p99_ms": g(r, "publish", "answer_ms", "p99")}
     for k in ("expected", "unique", "lost", "duplicated", "out_of_order", "wrong_channel"):
         s[k] = g(r, "deliveries", k)
+    s["pings_answered"] = g(r, "connections", "pings_answered")
     s["server_us_per_delivery"] = g(r, "server", "cpu_s", "us_per_delivery")
     s["server_cpu_s"] = g(r, "server", "cpu_s", "phase")
     s["server_pss_mb_end"] = (g(r, "server", "memory", "end", "pss_kb") or 0) / 1024.0
@@ -144,6 +153,12 @@ def summarize(fixed, best, first_fail, trials):
     s["first_failing_rate"] = first_fail
     fails = [t for t in trials if not t["pass"] and t["rate"] == first_fail]
     s["first_failing_why"] = fails[0]["why"] if fails else None
+    if fails and fails[0].get("result"):
+        # Where the queue builds: in the POST answers (the publishing path) or only after them
+        # (delivery).
+        f = fails[0]["result"]
+        s["fail_answer_p50_ms"] = g(f, "publish", "answer_ms", "p50")
+        s["fail_delivery_p50_ms"] = g(f, "latency_ms", "p50")
     return s
 
 
@@ -167,6 +182,9 @@ def _noise(rec):
 
 
 def _main_table(recs):
+    for rec in recs:
+        if rec.get("runs"):
+            rec["summary"] = summarize(rec["runs"])
     fmt = report.fmt
     by = {r["server"]: r for r in recs}
     cols = [s for s in report.SERVERS if s in by]
@@ -197,12 +215,15 @@ def _main_table(recs):
     row("duplicated", "duplicated", ratio=False)
     row("out of order (within a channel)", "out_of_order", ratio=False)
     row("wrong channel", "wrong_channel", ratio=False)
+    row("keepalive pings the server sent (answered)", "pings_answered", ratio=False)
     row("server CPU per delivery (whole stack)", "server_us_per_delivery", " µs")
     row("server CPU during the run", "server_cpu_s", " s")
     row("highest passing rate, channel messages/s", "best_rate")
     row("deliveries/s at that rate", "best_delivered_per_sec", digits=0)
     row("p99 at that rate", "best_p99_ms", " ms")
     row("first failing rate, messages/s", "first_failing_rate")
+    row("… its POST answer p50", "fail_answer_p50_ms", " ms", ratio=False)
+    row("… its delivery latency p50", "fail_delivery_p50_ms", " ms", ratio=False)
     lines.append("| CPU used by other processes, fixed run (%% of one core) | %s |%s" % (
         " | ".join(_noise(by[s]) for s in cols), " |" if both else ""))
     return lines
@@ -234,6 +255,32 @@ def _trials_table(recs):
     return lines
 
 
+def _notes(recs):
+    """What the figures above need to be read right, from the runs themselves."""
+    notes = []
+    for rec in recs:
+        s, name = rec.get("summary") or {}, report.LABEL[rec["server"]]
+        if s.get("pings_answered"):
+            notes.append("%s's fixed run includes a keepalive sweep: %s pings answered. wshub "
+                         "pings every connection silent (nothing received from the client) for "
+                         "`ping_interval`, 30 s by default; the subscribers all connected within "
+                         "about a second, so they were all pinged in the same sweep near the end "
+                         "of the 30 s, and its p99.9 and max include that burst. Nchan sends no "
+                         "pings unless `nchan_websocket_ping_interval` is set." % (
+                             name, report.fmt(s["pings_answered"])))
+        if s.get("fail_answer_p50_ms") is not None and s.get("fail_delivery_p50_ms"):
+            where = ("after the POST was answered: the delivery side (for wshub, the workers "
+                     "reading the ring) fell behind while the publishing path kept up"
+                     if s["fail_answer_p50_ms"] < 0.1 * s["fail_delivery_p50_ms"] else
+                     "in the POST answers as much as in the deliveries: the processes that answer "
+                     "them (for Nchan, the same nginx workers that deliver) were behind")
+            notes.append("%s at %g messages/s: the queue built %s (POST answer p50 %s ms, "
+                         "delivery p50 %s ms)." % (name, s["first_failing_rate"], where,
+                                                    report.fmt(s["fail_answer_p50_ms"]),
+                                                    report.fmt(s["fail_delivery_p50_ms"])))
+    return (["## Reading the table", ""] + ["- " + n for n in notes] + [""]) if notes else []
+
+
 def summary_md(meta, recs):
     wl = recs[0]["workload"]
     lines = ["# W8: channels — %s channels × %s subscribers (issue 10)" % (
@@ -260,6 +307,7 @@ def summary_md(meta, recs):
               if r.get("error")]
     if errors:
         lines += ["Errors:", ""] + errors + [""]
+    lines += _notes(recs)
     lines += ["## Every run", ""] + _trials_table(recs) + [""]
     lines += ["## Why this rate", "",
               "A channel message is one POST and, here, 10 deliveries: the work per message is "
@@ -288,17 +336,14 @@ def summary_md(meta, recs):
 
 
 def write_md(out_dir, log):
-    """channels.md beside SUMMARY.md, and SUMMARY.md itself when the directory holds W8 only."""
+    """channels.md beside SUMMARY.md; a directory of W8 alone gets it as SUMMARY.md instead."""
     meta, recs = _recs(out_dir)
     if not recs:
         return None
-    text = summary_md(meta, recs)
-    names = ["channels.md"]
-    if meta.get("workloads") and all(w.startswith("w8-") for w in meta["workloads"]):
-        names.append("SUMMARY.md")
-    for name in names:
-        with open(os.path.join(out_dir, name), "w") as f:
-            f.write(text)
-        log("wrote %s" % os.path.join(out_dir, name))
-    return names[0]
+    only = meta.get("workloads") and all(w.startswith("w8-") for w in meta["workloads"])
+    path = os.path.join(out_dir, "SUMMARY.md" if only else "channels.md")
+    with open(path, "w") as f:
+        f.write(summary_md(meta, recs))
+    log("wrote %s" % path)
+    return path
 

@@ -13,7 +13,8 @@
  * 1 s:
  *
  *   silent for idle_timeout   hang up without a close frame, as lws's policy did (IDLE_TIMEOUT)
- *   silent for ping_interval  one ping, unless one went out since the last sign of life
+ *   silent for ping_interval  one ping, unless one went out since the last sign of life (up to a
+ *                             quarter earlier, a fixed offset per connection: no ping bursts)
  *
  * The period keeps a ping at most a quarter of the answer time late, so a client has at least
  * three quarters of idle_timeout - ping_interval to answer (when that is 400 ms or more). A walk
@@ -38,6 +39,17 @@ static void keepalive_hang_up(struct worker_conn *c, uint64_t idle_ms)
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
+/* Up to a quarter of ping_interval earlier, fixed per connection: clients that connected
+ * together (after a restart, a deploy) would otherwise all be pinged in the same walk, a burst
+ * of thousands of writes that delays broadcasts (W8 measured p99.9 183 ms with it, 17 ms
+ * without pings). */
+static uint64_t keepalive_jitter_ms(const struct worker *w, const struct worker_conn *c)
+{
+    uint64_t span = w->conf.ping_interval_ms / 4;
+    uint64_t h = ((uint64_t)(uintptr_t)c >> 4) * 0x9E3779B97F4A7C15ULL;
+    return span > 0 ? (h >> 32) % span : 0;
+}
+
 static void keepalive_sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct worker *w = ev_userdata(loop);
@@ -50,7 +62,8 @@ static void keepalive_sweep_cb(struct ev_loop *loop, ev_timer *t, int revents)
         uint64_t idle = now > c->last_valid_ms ? now - c->last_valid_ms : 0;
         if (idle >= w->conf.idle_timeout_ms)
             keepalive_hang_up(c, idle);
-        else if (idle >= w->conf.ping_interval_ms && !c->ping_outstanding)
+        else if (idle + keepalive_jitter_ms(w, c) >= w->conf.ping_interval_ms &&
+                 !c->ping_outstanding)
             worker_deliver_ping(c);
     }
 }
