@@ -527,7 +527,8 @@ int worker_channels_receive(struct worker *w, struct worker_conn *c, const uint8
         return -1;
     }
     size_t room = CHAN_COMMAND_MAX + 2 - c->cmd_len, n = len < room ? len : room;
-    memcpy(c->cmd + c->cmd_len, in, n);
+    if (n > 0) /* an empty fragment comes with in == NULL */
+        memcpy(c->cmd + c->cmd_len, in, n);
     c->cmd_len = (uint8_t)(c->cmd_len + n);
     c->cmd_over |= len > room;
     if (!final)
