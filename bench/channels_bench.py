@@ -263,10 +263,11 @@ def _notes(recs):
         if s.get("pings_answered"):
             notes.append("%s's fixed run includes a keepalive sweep: %s pings answered. wshub "
                          "pings every connection silent (nothing received from the client) for "
-                         "`ping_interval`, 30 s by default; the subscribers all connected within "
-                         "about a second, so they were all pinged in the same sweep near the end "
-                         "of the 30 s, and its p99.9 and max include that burst. Nchan sends no "
-                         "pings unless `nchan_websocket_ping_interval` is set." % (
+                         "`ping_interval` (30 s by default, each connection up to a quarter "
+                         "earlier so that clients that connected together are not pinged in one "
+                         "burst); the subscribers all connected within about a second, so their "
+                         "pings fell in the last quarter of the run. Nchan sends no pings unless "
+                         "`nchan_websocket_ping_interval` is set." % (
                              name, report.fmt(s["pings_answered"])))
         if s.get("fail_answer_p50_ms") is not None and s.get("fail_delivery_p50_ms"):
             where = ("after the POST was answered: the delivery side (for wshub, the workers "
