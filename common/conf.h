@@ -21,10 +21,10 @@
 #define CONF_MAX_OPTIONS           128
 #define CONF_MAX_WORKERS           32 /* per generation; a rolling restart runs two */
 #define CONF_PATH_MAX              256
-#define CONF_WRITE_BUDGET  65536 /* bytes of whole frames a worker gathers into one write */
-#define CONF_MAX_CHANNELS_PER_CONN 24  /* fits the connection row's channel list (shm_layout.h) */
-#define CONF_LIST_MAX              16  /* entries of a list option (one line each, see below) */
-#define CONF_LIST_ITEM             512 /* longest entry of a list option */
+#define CONF_WRITE_BUDGET          65536 /* bytes of whole frames a worker gathers into one write */
+#define CONF_MAX_CHANNELS_PER_CONN 24    /* fits the connection row's channel list (shm_layout.h) */
+#define CONF_LIST_MAX              16    /* entries of a list option (one line each, see below) */
+#define CONF_LIST_ITEM             512   /* longest entry of a list option */
 
 /* A list option: each line (or --name=value) naming it appends one entry; an empty value ("")
  * clears the list. Used by the security options (jwt_key, allow_origin, trusted_proxy). */
@@ -41,26 +41,26 @@ struct conf {
     int workers;                       /* worker processes; 0 = one per CPU core */
     char worker_binary[CONF_PATH_MAX]; /* "" = wshub-worker beside the wshub binary */
     /* WebSocket service */
-    char ws_path[64];              /* URL path clients connect to */
-    uint32_t max_connections;      /* rows in the connection table (all workers) */
-    uint32_t worker_connections;   /* per worker; 0 = derived from RLIMIT_NOFILE */
-    uint32_t max_message;          /* largest broadcast payload, bytes */
-    uint64_t ring_size;            /* broadcast ring bytes (power of two) */
-    uint64_t worker_buffer;        /* per-worker outgoing frame buffer, bytes (power of two) */
+    char ws_path[64];                /* URL path clients connect to */
+    uint32_t max_connections;        /* rows in the connection table (all workers) */
+    uint32_t worker_connections;     /* per worker; 0 = derived from RLIMIT_NOFILE */
+    uint32_t max_message;            /* largest broadcast payload, bytes */
+    uint64_t ring_size;              /* broadcast ring bytes (power of two) */
+    uint64_t worker_buffer;          /* per-worker outgoing frame buffer, bytes (power of two) */
     int max_channels;                /* distinct channels per worker */
     int max_channels_per_connection; /* subscriptions per connection */
     int max_channel_name;            /* longest channel name */
-    char slow_consumer[8];         /* "close" (1013) or "skip" (gap notice) when a client lags */
-    uint32_t client_send_buffer;   /* SO_SNDBUF of each client socket */
-    uint32_t client_max_message;   /* largest message a client may send, bytes */
-    uint32_t ping_interval_ms;     /* ping a connection silent for this long */
-    uint32_t idle_timeout_ms;      /* close a connection silent for this long */
-    uint32_t client_ping_rate;     /* pings per second answered per client (0 = no cap) */
-    uint32_t client_ping_burst;    /* pings answered at once before the rate applies */
-    int deflate;                   /* 1: permessage-deflate for clients that offer it */
-    int deflate_level;             /* zlib level of the one deflate per broadcast, 1-9 */
-    uint32_t deflate_threshold;    /* broadcasts shorter than this go out uncompressed */
-    uint32_t shutdown_timeout_ms;  /* drain deadline on stop before workers are killed */
+    char slow_consumer[8];           /* "close" (1013) or "skip" (gap notice) when a client lags */
+    uint32_t client_send_buffer;     /* SO_SNDBUF of each client socket */
+    uint32_t client_max_message;     /* largest message a client may send, bytes */
+    uint32_t ping_interval_ms;       /* ping a connection silent for this long */
+    uint32_t idle_timeout_ms;        /* close a connection silent for this long */
+    uint32_t client_ping_rate;       /* pings per second answered per client (0 = no cap) */
+    uint32_t client_ping_burst;      /* pings answered at once before the rate applies */
+    int deflate;                     /* 1: permessage-deflate for clients that offer it */
+    int deflate_level;               /* zlib level of the one deflate per broadcast, 1-9 */
+    uint32_t deflate_threshold;      /* broadcasts shorter than this go out uncompressed */
+    uint32_t shutdown_timeout_ms;    /* drain deadline on stop before workers are killed */
     uint32_t restart_spread_ms;    /* rolling restart: old workers' 1012 closes spread over this */
     uint32_t respawn_delay_max_ms; /* cap of the crash-loop backoff */
     /* admin FastCGI */

@@ -12,8 +12,13 @@
 
 #include <stdarg.h>
 
-enum log_level { LOG_LEVEL_ERROR = 0, LOG_LEVEL_WARN, LOG_LEVEL_NOTICE, LOG_LEVEL_INFO,
-                 LOG_LEVEL_DEBUG };
+enum log_level {
+    LOG_LEVEL_ERROR = 0,
+    LOG_LEVEL_WARN,
+    LOG_LEVEL_NOTICE,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_DEBUG
+};
 
 /* Sets the process role ("hub", "worker", "admin") and worker slot (-1 for none). */
 void log_set_role(const char *role, int worker_slot);
@@ -33,10 +38,10 @@ void log_at(enum log_level level, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void log_atv(enum log_level level, int err, const char *fmt, va_list ap);
 
-#define log_error(err, ...)  log_at(LOG_LEVEL_ERROR, (err), __VA_ARGS__)
-#define log_warn(err, ...)   log_at(LOG_LEVEL_WARN, (err), __VA_ARGS__)
-#define log_notice(...)      log_at(LOG_LEVEL_NOTICE, 0, __VA_ARGS__)
-#define log_info(...)        log_at(LOG_LEVEL_INFO, 0, __VA_ARGS__)
-#define log_debug(...)       log_at(LOG_LEVEL_DEBUG, 0, __VA_ARGS__)
+#define log_error(err, ...) log_at(LOG_LEVEL_ERROR, (err), __VA_ARGS__)
+#define log_warn(err, ...)  log_at(LOG_LEVEL_WARN, (err), __VA_ARGS__)
+#define log_notice(...)     log_at(LOG_LEVEL_NOTICE, 0, __VA_ARGS__)
+#define log_info(...)       log_at(LOG_LEVEL_INFO, 0, __VA_ARGS__)
+#define log_debug(...)      log_at(LOG_LEVEL_DEBUG, 0, __VA_ARGS__)
 
 #endif /* WSHUB_LOG_H */

@@ -30,6 +30,8 @@ PACKAGES=(
     redis-server
     # make fuzz (fuzz/README.md): clang with libFuzzer and the sanitizer runtimes
     clang libclang-rt-14-dev
+    # make check-format (.ci/run): the code follows .clang-format
+    clang-format
     # make deb (dpkg-shlibdeps) and tests/test_install.py (groff, systemd-analyze, a systemd)
     dpkg-dev groff-base systemd adduser
 )

@@ -41,8 +41,7 @@
 
 /* Region offsets derived from the sizing parameters. */
 struct shm_geometry {
-    uint64_t off_workers, off_conn_free, off_conns, off_ring, off_limits, off_channels,
-        total_size;
+    uint64_t off_workers, off_conn_free, off_conns, off_ring, off_limits, off_channels, total_size;
     uint32_t limits_capacity; /* entries of the connection-limits table (layout 4) */
 };
 
@@ -147,8 +146,7 @@ static void shm_geometry_of(const struct shm_params *p, struct shm_geometry *g)
     g->limits_capacity = connlimit_capacity_for(p->conn_capacity);
     g->off_channels =
         align_up(g->off_limits + connlimit_region_size(g->limits_capacity), SHM_REGION_ALIGN);
-    g->total_size = align_up(g->off_channels + (uint64_t)SHM_MAX_WORKERS *
-                                                   p->channels_per_worker *
+    g->total_size = align_up(g->off_channels + (uint64_t)SHM_MAX_WORKERS * p->channels_per_worker *
                                                    sizeof(struct shm_channel),
                              SHM_REGION_ALIGN);
 }
@@ -403,8 +401,7 @@ static int shm_header_check(const struct shm_header *h, uint64_t mapped, const c
     if (h->off_workers != g.off_workers || h->off_conn_free != g.off_conn_free ||
         h->off_conns != g.off_conns || h->off_ring != g.off_ring || h->off_limits != g.off_limits ||
         h->limits.capacity != g.limits_capacity || h->off_channels != g.off_channels ||
-        h->total_size != g.total_size ||
-        mapped != g.total_size) {
+        h->total_size != g.total_size || mapped != g.total_size) {
         shm_err(err, errlen,
                 "%s: region offsets or total size differ (total %" PRIu64 " in header, %" PRIu64
                 " mapped, %" PRIu64 " expected)",

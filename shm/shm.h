@@ -17,9 +17,9 @@
 
 /* Sizes the hub chooses from the config; shm_create() validates them. */
 struct shm_params {
-    uint32_t conn_capacity; /* rows in the connection table, >= 1 */
-    uint64_t ring_capacity; /* bytes, power of two, >= 4 * (max_payload + 4 KiB) */
-    uint32_t max_payload;   /* bytes, >= 1 */
+    uint32_t conn_capacity;       /* rows in the connection table, >= 1 */
+    uint64_t ring_capacity;       /* bytes, power of two, >= 4 * (max_payload + 4 KiB) */
+    uint32_t max_payload;         /* bytes, >= 1 */
     uint32_t channels_per_worker; /* presence entries per worker slot, 0..SHM_MAX_CHANNELS */
 };
 

@@ -112,7 +112,7 @@ struct shm_worker_stats {
     _Atomic uint64_t bytes_in;       /* payload bytes received from clients */
     _Atomic uint64_t ring_entries;   /* ring entries this worker consumed */
     _Atomic uint64_t ring_overruns;  /* times this worker itself was lapped by the ring */
-    _Atomic uint64_t slow_consumers; /* connections dropped for falling behind */
+    _Atomic uint64_t slow_consumers; /* connections that fell behind: closed, or skipped ahead */
     _Atomic uint64_t last_seq;       /* newest ring sequence this worker has framed */
     _Atomic uint64_t closed[SHM_CLOSE_REASON_COUNT];
     _Atomic uint64_t rejected[SHM_REJECT_REASON_COUNT];

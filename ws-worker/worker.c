@@ -280,9 +280,9 @@ static int worker_create_context(struct worker *w)
     info.protocols = w->protocols;
     info.user = w;
     info.retry_and_idle_policy = &w->keepalive;
-    info.max_http_header_pool = 256; /* ~4.5 KB each, only while handshaking */
-    info.timeout_secs = 10;          /* handshake deadline */
-    worker_tls_context_info(w, &info); /* TLS, handshake_timeout, max_header_size */
+    info.max_http_header_pool = 256;                /* ~4.5 KB each, only while handshaking */
+    info.timeout_secs = 10;                         /* handshake deadline */
+    worker_tls_context_info(w, &info);              /* TLS, handshake_timeout, max_header_size */
     info.extensions = worker_deflate_extensions(w); /* permessage-deflate, or NULL */
     w->ctx = lws_create_context(&info);
     if (w->ctx == NULL) {

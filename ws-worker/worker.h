@@ -162,10 +162,10 @@ struct worker_conn {
     uint8_t cmd_len;
     uint8_t cmd_over; /* it was longer than any command */
     uint16_t reply_len;
-    uint8_t nsubs;           /* subscriptions, the user's own channel not counted */
+    uint8_t nsubs;   /* subscriptions, the user's own channel not counted */
     uint8_t skipped; /* slow_consumer skip moved it forward at least once */
-    uint8_t busy; /* frames this client wants may lie in [cursor, tail); when 0, none do and the
-                     cursor may be stale: worker_deliver.c moves it forward before use */
+    uint8_t busy;    /* frames this client wants may lie in [cursor, tail); when 0, none do and the
+                        cursor may be stale: worker_deliver.c moves it forward before use */
     /* permessage-deflate (worker_deflate.c) */
     struct worker_inflate *inflate; /* a compressed client message being received, else NULL */
     uint16_t deflate_fail;          /* close code worker_deflate.c left for conn_receive, or 0 */
@@ -219,15 +219,19 @@ struct worker_channels {
     uint64_t hash_key[2]; /* SipHash key, random per worker */
     uint32_t *shm_free;   /* free entries of our slot's presence table (a stack) */
     uint32_t shm_nfree;
-    uint32_t shm_next;    /* entries [0, shm_next) have been handed out */
-    double rate_at;       /* ev_now() of the last rate update */
+    uint32_t shm_next; /* entries [0, shm_next) have been handed out */
+    double rate_at;    /* ev_now() of the last rate update */
 };
 
 #define WORKER_PENDING_WELCOME 0x01
 #define WORKER_PENDING_GAP     0x02
 
-enum worker_welcome { WORKER_WELCOME_FRESH = 0, WORKER_WELCOME_RESUMED, WORKER_WELCOME_EXPIRED,
-                      WORKER_WELCOME_RESET };
+enum worker_welcome {
+    WORKER_WELCOME_FRESH = 0,
+    WORKER_WELCOME_RESUMED,
+    WORKER_WELCOME_EXPIRED,
+    WORKER_WELCOME_RESET
+};
 enum worker_gap_reason { WORKER_GAP_SKIPPED = 0, WORKER_GAP_OVERRUN };
 
 struct worker {
@@ -334,8 +338,8 @@ int worker_channels_established(struct worker *w, struct worker_conn *c, struct 
 /* A piece of a wshub.v1 text message from the client (final: the message ends with it); a
  * whole message is a command ("s <channel>", "u <channel>"): acts and queues the reply. Returns
  * 0, or -1 when the client must be closed (1008, reason in *why). */
-int worker_channels_receive(struct worker *w, struct worker_conn *c, const uint8_t *in,
-                            size_t len, int final, const char **why);
+int worker_channels_receive(struct worker *w, struct worker_conn *c, const uint8_t *in, size_t len,
+                            int final, const char **why);
 void worker_channels_closed(struct worker *w, struct worker_conn *c);
 /* Once a second: each channel's message rate in the presence table. */
 void worker_channels_tick(struct worker *w);

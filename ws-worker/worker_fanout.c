@@ -252,11 +252,11 @@ static void fanout_deflate_raw(struct worker *w, struct worker_frame *fr, const 
     fanout_claim(fr, v, pos);
     fanout_invalidate_until(f, v, pos + hdr + n + 4);
     uint8_t *p = fanout_at(f, v, pos);
-    size_t c = n >= w->conf.deflate_threshold
-                   ? worker_deflate_compress(w, fanout_at(f, WORKER_VARIANT_RAW,
-                                                          raw->pos + raw->hdr_len),
-                                             n, p + hdr, n)
-                   : 0;
+    size_t c =
+        n >= w->conf.deflate_threshold
+            ? worker_deflate_compress(w, fanout_at(f, WORKER_VARIANT_RAW, raw->pos + raw->hdr_len),
+                                      n, p + hdr, n)
+            : 0;
     if (c == 0) {
         fanout_copy_plain(f, fr, v, WORKER_VARIANT_RAW, pos);
         return;
@@ -288,8 +288,7 @@ static void fanout_deflate_v1(struct worker *w, struct worker_frame *fr, const s
     if (z != NULL && zlen + 5 < n)
         memcpy(zdst, z, zlen);
     else if (z == NULL && !tried && n >= w->conf.deflate_threshold && n > 5)
-        zlen = worker_deflate_compress(w, fanout_at(f, WORKER_VARIANT_RAW,
-                                                    raw->pos + raw->hdr_len),
+        zlen = worker_deflate_compress(w, fanout_at(f, WORKER_VARIANT_RAW, raw->pos + raw->hdr_len),
                                        n, zdst, n - 5);
     else
         zlen = 0;

@@ -98,8 +98,8 @@ static void measure(int n)
     }
     double p = time_poll(pfd, n, n / 2);
     double e = time_epoll(pfd, n, n / 2);
-    printf("%6d idle fds: poll %8.1f us/wake-up   epoll %6.2f us/wake-up   ratio %5.0fx\n", n, p,
-           e, p / e);
+    printf("%6d idle fds: poll %8.1f us/wake-up   epoll %6.2f us/wake-up   ratio %5.0fx\n", n, p, e,
+           p / e);
     for (int i = 0; i < n; i++)
         close(pfd[i].fd);
     free(pfd);
