@@ -19,7 +19,6 @@
  */
 #include "admin.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,11 +30,6 @@
 
 #define BROADCAST_READ_CHUNK  (64 * 1024)
 #define BROADCAST_MAX_TARGETS 16 /* channels and users of one POST */
-
-static int channel_char_ok(unsigned char c)
-{
-    return isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
-}
 
 /* Where a broadcast goes: nowhere given = everyone; else each channel of ?channel=a,b and each
  * user of ?user=u (the channel "@u", which every connection of that user is subscribed to). */
@@ -50,7 +44,7 @@ static int target_add(struct broadcast_targets *t, const char *prefix, const cha
     if (t->n >= BROADCAST_MAX_TARGETS || len == 0 || plen + len > RING_MAX_CHANNEL_LEN)
         return -1;
     for (size_t i = 0; i < len; i++) {
-        if (prefix[0] == '\0' ? !channel_char_ok((unsigned char)v[i])
+        if (prefix[0] == '\0' ? !ring_channel_char_ok((unsigned char)v[i])
                               : (v[i] == ',' || (unsigned char)v[i] < 0x21))
             return -1;
     }

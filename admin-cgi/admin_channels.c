@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "conntab.h"
+#include "ring.h"
 
 #define CHANNELS_LIMIT_DEFAULT 100
 #define CHANNELS_LIMIT_MAX     10000
@@ -196,9 +197,7 @@ static int presence_name(const char *rest, char *name, size_t len)
     if (slash == NULL || strcmp(slash, "/presence") != 0 || n == 0 || n >= len)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        char c = rest[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-' || c == ':'))
+        if (!ring_channel_char_ok((unsigned char)rest[i]))
             return -1;
     }
     memcpy(name, rest, n);

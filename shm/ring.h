@@ -18,6 +18,14 @@
 
 #include "shm.h"
 
+/* A channel name's bytes: letters, digits, '.', '_', '-' and ':' (never '@', which marks a
+ * user's own channel, nor ',', which separates names in lists). */
+static inline int ring_channel_char_ok(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-' || c == ':';
+}
+
 /* A consumer's private position. Not shared: each reader owns one. */
 struct ring_cursor {
     uint64_t pos; /* byte position of the next record to read */

@@ -42,7 +42,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
-from wsclients import connect, in_thread, until
+from wsclients import connect, in_thread, until, v1_parse as parse
 from wshub_stack import REPO, binary, children_of, free_port, make_base_dir, pid_alive, wait_for
 
 V1 = "wshub.v1"
@@ -160,11 +160,6 @@ def stop_new_hub(hub, pid):
 
 
 # ---- a resuming wshub.v1 client -----------------------------------------------------------------
-
-def parse(msg):
-    raw = msg.encode() if isinstance(msg, str) else msg
-    nl = raw.index(b"\n")
-    return raw[:nl].decode().split(" "), raw[nl + 1:]
 
 
 class V1Client:

@@ -13,10 +13,8 @@ real stack.
 Ports come from 23000-23999 and instance names start with "jsc" (this suite's allocation).
 """
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -24,37 +22,7 @@ import time
 
 import pytest
 
-import wshub_stack
 from wshub_stack import binary, pid_alive, sanitizer_reports, wait_for
-
-PORT_RANGE = (23000, 24000)
-_taken = set()
-
-
-def jsc_free_port():
-    for port in random.sample(range(*PORT_RANGE), PORT_RANGE[1] - PORT_RANGE[0]):
-        if port in _taken:
-            continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        _taken.add(port)
-        return port
-    raise RuntimeError("no free port in %d-%d" % PORT_RANGE)
-
-
-def jsc_instance():
-    return "jsc%d-%04x" % (os.getpid() % 100000, random.getrandbits(16))
-
-
-@pytest.fixture(autouse=True)
-def jsc_allocation(monkeypatch):
-    monkeypatch.setattr(wshub_stack, "free_port", jsc_free_port)
-    monkeypatch.setattr(wshub_stack, "unique_instance", jsc_instance)
 
 
 @pytest.fixture

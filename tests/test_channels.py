@@ -8,7 +8,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatusCode
 
-from wsclients import in_thread, until
+from wsclients import in_thread, until, v1_parse as parse
 from wshub_stack import make_base_dir
 
 V1 = "wshub.v1"
@@ -19,12 +19,6 @@ def post(stack, body, query=""):
                        {"Content-Type": "text/plain; charset=utf-8"})
     assert r.status == 202, r
     return r.json()
-
-
-def parse(msg):
-    raw = msg.encode() if isinstance(msg, str) else msg
-    nl = raw.index(b"\n")
-    return raw[:nl].decode().split(" "), raw[nl + 1:]
 
 
 class Sub:

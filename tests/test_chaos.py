@@ -25,7 +25,6 @@ hub respawn delays and refused attempts.
 CHAOS_CLIENTS and CHAOS_SECONDS shrink it for a quick look; `make test` runs the full size.
 Ports 24000-24999 and instance names "chaos-*" (the stack helpers are pointed there).
 """
-import itertools
 import json
 import os
 import random
@@ -35,8 +34,6 @@ import struct
 import subprocess
 import threading
 import time
-
-import pytest
 
 import wshub_stack
 from wshub_stack import REPO, children_of, pid_alive, pid_cmdline, wait_for
@@ -48,7 +45,6 @@ RATE = 50
 RESTART_AT = 5
 ADMIN_KILL_AT = 25
 KILL_EVERY = 10
-PORTS = range(24000, 25000)
 
 PAYLOAD = 120
 
@@ -77,24 +73,6 @@ WORKER_FD_SLACK = 2
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-
-@pytest.fixture
-def chaos_ports(monkeypatch):
-    """Points the stack helpers at this test's ports and instance names."""
-    used = set()
-    counter = itertools.count()
-
-    def port():
-        for p in random.sample(PORTS, len(PORTS)):
-            if p not in used and wshub_stack._port_is_free(p):
-                used.add(p)
-                return p
-        raise RuntimeError("no free port in 24000-24999")
-
-    monkeypatch.setattr(wshub_stack, "free_port", port)
-    monkeypatch.setattr(wshub_stack, "unique_instance",
-                        lambda: "chaos-%d-%d" % (os.getpid() % 100000, next(counter)))
-
 
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
@@ -319,7 +297,7 @@ def rolling_restart(stack, timeout):
     return gen, t, time.monotonic()
 
 
-def test_chaos(make_stack, chaos_ports, tmp_path):
+def test_chaos(make_stack, tmp_path):
     assert os.access(WSBENCH, os.X_OK), "%s missing: make wsbench" % WSBENCH
     stack = make_stack(workers=2, nginx=True, options={"restart_spread": "2s"})
     hub = stack.hub

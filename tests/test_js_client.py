@@ -21,9 +21,7 @@ import asyncio
 import http.server
 import json
 import os
-import random
 import signal
-import socket
 import threading
 import time
 
@@ -35,39 +33,6 @@ from wsclients import in_thread
 from wshub_stack import REPO, pid_alive, wait_for
 
 CLIENT_DIR = os.path.join(REPO, "clients", "js")
-PORT_RANGE = (23000, 24000)
-
-# ---- ports and names -------------------------------------------------------------------------
-
-_jsc_taken = set()
-
-
-def jsc_free_port():
-    for port in random.sample(range(*PORT_RANGE), PORT_RANGE[1] - PORT_RANGE[0]):
-        if port in _jsc_taken:
-            continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        _jsc_taken.add(port)
-        return port
-    raise RuntimeError("no free port in %d-%d" % PORT_RANGE)
-
-
-def jsc_instance():
-    return "jsc%d-%04x" % (os.getpid() % 100000, random.getrandbits(16))
-
-
-@pytest.fixture(autouse=True)
-def jsc_allocation(monkeypatch):
-    monkeypatch.setattr(wshub_stack, "free_port", jsc_free_port)
-    monkeypatch.setattr(wshub_stack, "unique_instance", jsc_instance)
-
-
 # ---- the pages -------------------------------------------------------------------------------
 
 # Shared by both pages: startHub() makes the client with the test's options and records every
@@ -148,7 +113,7 @@ class PageServer:
             def log_message(self, *args):
                 pass
 
-        self.port = jsc_free_port()
+        self.port = wshub_stack.free_port()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

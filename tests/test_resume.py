@@ -15,24 +15,16 @@ import asyncio
 import os
 import signal
 import socket
-import struct
 import time
 
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
-from wsclients import in_thread, until
-from wshub_stack import parse_frames, pid_alive, raw_upgrade, wait_for
+from wsclients import in_thread, until, v1_parse as parse
+from wshub_stack import parse_frames, pid_alive, wait_for
 
 V1 = "wshub.v1"
-
-
-def parse(msg):
-    """Splits a wshub.v1 message into (fields, body)."""
-    raw = msg.encode() if isinstance(msg, str) else msg
-    nl = raw.index(b"\n")
-    return raw[:nl].decode().split(" "), raw[nl + 1:]
 
 
 class V1Client:

@@ -14,10 +14,8 @@ own frames: broadcasts, keepalive pings, the close of an admin kick and of a shu
 Stacks use ports 22000-22999 and instance names starting with "rfc".
 """
 import base64
-import contextlib
 import hashlib
 import os
-import random
 import re
 import select
 import socket
@@ -36,63 +34,33 @@ TCP_CLOSE = 2.5    # seconds for the TCP connection to end after the close hands
 
 
 # ---------------------------------------------------------------------------------------------
-# Stacks on ports 22000-22999
+# Stacks
 
 
-def _rfc_port():
-    for _ in range(500):
-        port = random.randrange(22000, 23000)
-        if port in wshub_stack._taken_ports:
-            continue
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        wshub_stack._taken_ports.add(port)
-        return port
-    raise RuntimeError("no free port in 22000-22999")
-
-
-@contextlib.contextmanager
-def _rfc_ports(monkeypatch):
-    monkeypatch.setattr(wshub_stack, "free_port", _rfc_port)
-    yield
-
-
-def _instance():
-    return "rfc%d-%04x" % (os.getpid() % 100000, random.getrandbits(16))
-
-
-def _make_stack(monkeypatch, nginx=True, options=None):
-    opts = {"instance": _instance(), "client_message_rate": "0", "client_max_message": "128k"}
+def _make_stack(nginx=True, options=None):
+    opts = {"client_message_rate": "0", "client_max_message": "128k"}
     opts.update(options or {})
-    with _rfc_ports(monkeypatch):
-        return Stack(workers=1, nginx=nginx, options=opts)
+    return Stack(workers=1, nginx=nginx, options=opts)
 
 
 @pytest.fixture(scope="module")
 def stack():
-    mp = pytest.MonkeyPatch()
-    st = _make_stack(mp)
+    st = _make_stack()
     try:
         st.start()
         yield st
     finally:
         st.teardown()
-        mp.undo()
     assert not st.problems, st.problems
 
 
 @pytest.fixture
-def own_stack(monkeypatch):
+def own_stack():
     """A stack of the test's own, for options the shared one does not have."""
     made = []
 
     def make(**kw):
-        st = _make_stack(monkeypatch, **kw)
+        st = _make_stack(**kw)
         made.append(st)
         return st.start()
 
@@ -747,16 +715,14 @@ def test_shutdown_close_valid(own_stack):
 
 @pytest.fixture(scope="module")
 def tls_stack():
-    mp = pytest.MonkeyPatch()
     base_cert = wshub_stack.make_base_dir("rfc-cert-")
     cert, key = wshub_stack.make_certificate(base_cert)
-    st = _make_stack(mp, nginx=False, options={"tls_cert": cert, "tls_key": key})
+    st = _make_stack(nginx=False, options={"tls_cert": cert, "tls_key": key})
     try:
         st.start()
         yield st
     finally:
         st.teardown()
-        mp.undo()
         import shutil
         shutil.rmtree(base_cert, ignore_errors=True)
     assert not st.problems, st.problems

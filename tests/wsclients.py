@@ -62,6 +62,13 @@ async def connect_many(specs, concurrency=64):
     return list(await asyncio.gather(*(one(i, dict(s)) for i, s in enumerate(specs))))
 
 
+def v1_parse(msg):
+    """Splits a wshub.v1 message (docs/protocol.md) into (header fields, body bytes)."""
+    raw = msg.encode() if isinstance(msg, str) else msg
+    nl = raw.index(b"\n")
+    return raw[:nl].decode().split(" "), raw[nl + 1:]
+
+
 async def until(predicate, timeout, what, interval=0.02):
     """Polls predicate() in the loop (so readers keep running) until true or the deadline."""
     deadline = time.monotonic() + timeout

@@ -246,18 +246,12 @@ static void chan_destroy(struct worker *w, struct worker_chan *ch)
 
 /* ---- names and permissions ---- */
 
-static int name_char_ok(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           ch == '.' || ch == '_' || ch == '-' || ch == ':';
-}
-
 static int name_ok(const struct worker *w, const char *name, size_t len)
 {
     if (len == 0 || len > (size_t)w->conf.max_channel_name)
         return 0;
     for (size_t i = 0; i < len; i++) {
-        if (!name_char_ok(name[i]))
+        if (!ring_channel_char_ok((unsigned char)name[i]))
             return 0;
     }
     return 1;

@@ -430,15 +430,15 @@ static int rfc_key_ok(const char *key)
     return 1;
 }
 
-/* Whether the comma-separated Connection header names the "upgrade" option. */
-static int rfc_connection_upgrade(const char *s)
+int worker_rfc6455_token_listed(const char *list, const char *token, int nocase)
 {
-    while (*s != '\0') {
-        s += strspn(s, " \t,");
-        size_t n = strcspn(s, " \t,");
-        if (n == 7 && strncasecmp(s, "upgrade", 7) == 0)
+    size_t len = strlen(token);
+    while (*list != '\0') {
+        list += strspn(list, " \t,");
+        size_t n = strcspn(list, " \t,");
+        if (n == len && (nocase ? strncasecmp(list, token, n) : strncmp(list, token, n)) == 0)
             return 1;
-        s += n;
+        list += n;
     }
     return 0;
 }
@@ -463,7 +463,8 @@ static unsigned rfc_handshake_check(struct lws *wsi, const char **why, const cha
         *why = "Host header required";
         return HTTP_STATUS_BAD_REQUEST;
     }
-    if (rfc_hdr(wsi, WSI_TOKEN_CONNECTION, v, sizeof(v)) <= 0 || !rfc_connection_upgrade(v)) {
+    if (rfc_hdr(wsi, WSI_TOKEN_CONNECTION, v, sizeof(v)) <= 0 ||
+        !worker_rfc6455_token_listed(v, "upgrade", 1)) {
         *why = "Connection: Upgrade required";
         return HTTP_STATUS_BAD_REQUEST;
     }

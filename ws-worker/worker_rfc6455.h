@@ -81,6 +81,10 @@ void worker_rfc6455_rx_feed(struct worker_rfc6455_rx *rx, uint8_t *buf, size_t n
  * 3000-4999. */
 int worker_rfc6455_close_code_ok(unsigned code);
 
+/* Whether a comma-separated header value (Connection, Sec-WebSocket-Protocol) lists `token`,
+ * ignoring spaces and tabs around the items; nocase for tokens HTTP compares without case. */
+int worker_rfc6455_token_listed(const char *list, const char *token, int nocase);
+
 /* Strict UTF-8 (RFC 3629: no overlong forms, surrogates or code points above U+10FFFF, no
  * truncated sequence at the end), for close reasons: whole in one frame. */
 int worker_rfc6455_utf8_ok(const uint8_t *s, size_t n);

@@ -28,24 +28,10 @@
 
 #include "log.h"
 #include "worker_resume.h"
+#include "worker_rfc6455.h"
 
 static const char *const welcome_names[] = {"fresh", "resumed", "expired", "reset"};
 static const char *const gap_names[] = {"skipped", "overrun"};
-
-/* Is `name` one of the comma-separated tokens in `list` (spaces and tabs around them)? */
-static int offer_has(const char *list, const char *name)
-{
-    size_t nlen = strlen(name);
-    const char *p = list;
-    while (*p != '\0') {
-        p += strspn(p, " \t,");
-        size_t n = strcspn(p, " \t,");
-        if (n == nlen && memcmp(p, name, n) == 0)
-            return 1;
-        p += n;
-    }
-    return 0;
-}
 
 static int v1_subprotocol_ok(struct lws *wsi, const char **why)
 {
@@ -59,7 +45,8 @@ static int v1_subprotocol_ok(struct lws *wsi, const char **why)
         return 0;
     }
     /* lws drops the TCP connection without a status when nothing matches: answer here */
-    if (!offer_has(offer, WORKER_SUBPROTOCOL_V1) && !offer_has(offer, "wshub.raw")) {
+    if (!worker_rfc6455_token_listed(offer, WORKER_SUBPROTOCOL_V1, 0) &&
+        !worker_rfc6455_token_listed(offer, "wshub.raw", 0)) {
         *why = "unsupported subprotocol: offer wshub.v1, or none";
         return 0;
     }
